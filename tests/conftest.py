@@ -1,0 +1,37 @@
+"""Shared fixtures: a real Redis server and real chDB per test session, key prefixes per test."""
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+import redis
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+from storage.redis_server import start_redis  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    return redis_server.url
+
+
+@pytest.fixture
+def redis_client(redis_server):
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def prefix():
+    """A key prefix of its own for each test, so tests sharing one Redis never see each other."""
+    return f"t{uuid.uuid4().hex[:8]}:"
