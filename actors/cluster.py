@@ -1,0 +1,110 @@
+"""The control plane: start peakdesk's Ray actors, publish the placement table, drain hosts.
+
+Used by `peakdesk up`, the tests and the benchmarks (the same code path). It never carries
+messages itself: data flows gateway -> hosts -> Redis outbox -> writers -> ClickHouse.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import orjson
+import ray
+import redis
+
+from .placement import PlacementTable
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def init_ray(settings: Settings) -> None:
+    """Join `ray_address`, or start a local Ray cluster owned by this process."""
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    common = {"namespace": settings.namespace, "log_to_driver": True, "logging_level": logging.WARNING}
+    if settings.ray_address:
+        ray.init(address=settings.ray_address, **common)
+    else:
+        # address="local": never attach to some other cluster left on this machine; a small
+        # object store: the default takes 30 % of RAM in /dev/shm, we pass only small batches.
+        ray.init(address="local", include_dashboard=False,
+                 object_store_memory=settings.object_store_mb * 1024 * 1024, **common)
+
+
+class Cluster:
+    def __init__(self, settings: Settings):
+        if not settings.redis_url:
+            raise ValueError("Cluster needs settings.redis_url (peakdesk up starts Redis first)")
+        self.settings = settings
+        self.redis = redis.Redis.from_url(settings.redis_url)
+        self.hosts: dict[str, object] = {}
+        self.writers: dict[str, object] = {}
+        self.gateways: dict[str, object] = {}
+        self.gateway_port: int | None = None
+
+    # -- placement -----------------------------------------------------------------------------
+    def table(self) -> PlacementTable | None:
+        raw = self.redis.get(f"{self.settings.prefix}placement")
+        return PlacementTable.from_dict(orjson.loads(raw)) if raw else None
+
+    def publish(self, table: PlacementTable) -> None:
+        """Store the table, then tell every host (each waits for its channels to go idle)."""
+        self.redis.set(f"{self.settings.prefix}placement", orjson.dumps(table.to_dict()))
+        ray.get([h.set_table.remote(table.to_dict()) for h in self.hosts.values()])
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self, gateway: bool = True, timeout: float = 60.0) -> None:
+        from . import remote
+
+        init_ray(self.settings)
+        s, cfg = self.settings, self.settings.to_dict()
+        t0 = time.monotonic()
+        for i in range(s.writers):
+            self.writers[f"writer-{i}"] = remote.writer_actor(f"writer-{i}", i, cfg, s.namespace)
+        ray.get([w.wait_ready.remote() for w in self.writers.values()], timeout=timeout)
+        ids = [f"host-{i}" for i in range(s.hosts)]
+        old = self.table()
+        table = PlacementTable((old.version if old else 0) + 1, tuple(ids))
+        self.redis.set(f"{s.prefix}placement", orjson.dumps(table.to_dict()))
+        for i, hid in enumerate(ids):
+            self.hosts[hid] = remote.host_actor(hid, i, cfg, s.namespace)
+        ray.get([h.wait_ready.remote() for h in self.hosts.values()], timeout=timeout)
+        if gateway:
+            gw = self.gateways["gateway-0"] = remote.gateway_actor("gateway-0", cfg, s.namespace)
+            self.gateway_port = ray.get(gw.wait_ready.remote(), timeout=timeout)
+        log.info("cluster up in %.1fs: %d hosts, %d writers", time.monotonic() - t0, len(ids), s.writers)
+
+    def stop(self) -> None:
+        """Gateways first (no new work), then hosts, then writers (they drain what they can)."""
+        for group in (self.gateways, self.hosts):
+            for handle in group.values():
+                ray.kill(handle, no_restart=True)
+            group.clear()
+        if self.writers:
+            try:
+                ray.get([w.stop.remote() for w in self.writers.values()], timeout=15)
+            except Exception:  # stopping anyway: the outbox keeps what was not written
+                log.exception("writers did not stop cleanly")
+            for handle in self.writers.values():
+                ray.kill(handle, no_restart=True)
+            self.writers.clear()
+        self.redis.close()
+
+    # -- operations ----------------------------------------------------------------------------
+    def drain(self, host_id: str, timeout: float = 120.0) -> int:
+        """Move every activation off `host_id`; returns how many moved. The host stays up
+        (it forwards stragglers) until the operator removes it."""
+        table = self.table()
+        if table is None or host_id not in table.hosts:
+            raise LookupError(f"no host {host_id!r} in the placement table")
+        self.publish(table.with_draining(host_id))
+        return ray.get(self.hosts[host_id].drain.remote(), timeout=timeout)
+
+    def host_pids(self) -> dict[str, int]:
+        return dict(zip(self.hosts, ray.get([h.pid.remote() for h in self.hosts.values()])))
+
+    def statistics(self) -> dict[str, dict]:
+        return dict(zip(self.hosts, ray.get([h.statistics.remote() for h in self.hosts.values()])))

@@ -1,0 +1,349 @@
+"""An actor host: thousands of activations in one process, driven by one loop of rounds.
+
+A round takes every batch that arrived since the last one (plus due timers), activates the
+actors it needs (one Redis pipeline: directory claims and snapshots), forwards envelopes for
+actors that live elsewhere, runs each local envelope through its actor synchronously — local
+sends between actors are direct calls, handled in the same round — and commits the whole round
+in one MULTI (events to the outbox, snapshots, pending outgoing). Only then are the senders
+acknowledged and the round's cross-host messages sent. While a round commits, new batches
+queue and ride the next round together: group commit, one Redis round trip per round.
+
+Because rounds run strictly one after another, there is no race between activation,
+passivation and draining: they are steps of the same loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import time
+import uuid
+from collections import deque
+from typing import Callable
+
+from storage.actor_store import ActorStore, RoundCommit, StoreUnavailable, pack_snapshot
+
+from .base import Actor
+from .envelope import ActorRef, Envelope, decode_batch
+from .placement import PlacementTable
+from .router import Router
+from .transport import HostTransport
+
+log = logging.getLogger(__name__)
+
+MAX_HOPS = 8             # forwarding beyond this means the tables disagree; claim it here
+HEARTBEAT_S = 2.0        # host heartbeat period; the key lives HEARTBEAT_TTL_S
+HEARTBEAT_TTL_S = 10     # a host silent this long loses its activations to others
+PASSIVATE_CHECK_S = 5.0
+
+
+class ActorHost:
+    def __init__(self, host_id: str, store: ActorStore, transport: HostTransport,
+                 kinds: dict[str, type[Actor]], table: PlacementTable,
+                 clock: Callable[[], float] = time.time, idle_s: float = 600.0,
+                 on_heartbeat: Callable[[dict], "asyncio.Future"] | None = None):
+        self.id = host_id
+        self.store = store
+        self.kinds = kinds
+        self.clock = clock
+        self.idle_s = idle_s
+        self.on_heartbeat = on_heartbeat
+        self.router = Router(host_id, transport, table)
+        self.active: dict[ActorRef, Actor] = {}
+        self.inbox: deque[tuple[list[Envelope], asyncio.Future]] = deque()
+        self.wake = asyncio.Event()
+        self.tasks: list[asyncio.Task] = []
+        self.draining = False
+        self._drain_request: asyncio.Future | None = None
+        self._last_passivate = clock()
+        self._timers: list[tuple[float, ActorRef]] = []  # (due, actor); stale entries skipped
+        self._incarnation = uuid.uuid4().hex[:12]
+        self._round_no = 0
+        self.stats = {"rounds": 0, "handled": 0, "duplicates": 0, "errors": 0, "forwarded": 0,
+                      "activated": 0, "passivated": 0, "commits_retried": 0}
+
+    @property
+    def table(self) -> PlacementTable:
+        return self.router.table
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self._heartbeat_once()
+        await self._resend_pending()
+        self.tasks = [asyncio.create_task(self._loop()), asyncio.create_task(self._heartbeats())]
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    # -- entry points ------------------------------------------------------------------------
+    async def deliver(self, payload: bytes) -> int:
+        """Handle a batch from another host or a gateway; returns our table version once every
+        envelope in it is committed here or acknowledged by the host it was forwarded to."""
+        version, envs = decode_batch(payload)
+        if version > self.table.version:
+            await self.refresh_table()
+        fut = asyncio.get_running_loop().create_future()
+        self.inbox.append((envs, fut))
+        self.wake.set()
+        await fut
+        return self.table.version
+
+    async def set_table(self, table: dict) -> int:
+        await self.router.set_table(PlacementTable.from_dict(table))
+        return self.table.version
+
+    async def refresh_table(self) -> None:
+        raw = await self.store.load_placement()
+        if raw:
+            await self.router.set_table(PlacementTable.from_dict(raw))
+
+    async def drain(self) -> int:
+        """Move every activation to the host the table now names (the table must already mark
+        this host draining); returns how many moved."""
+        await self.refresh_table()
+        self.draining = True
+        self._drain_request = asyncio.get_running_loop().create_future()
+        self.wake.set()
+        return await self._drain_request
+
+    def actor_state(self, key: str) -> dict | None:
+        actor = self.active.get(ActorRef.parse(key))
+        return None if actor is None else {"state": actor.state, "meta": actor.meta}
+
+    def statistics(self) -> dict:
+        return {"host": self.id, "activations": len(self.active), "mailbox": sum(len(e) for e, _ in self.inbox),
+                "outgoing": self.router.depth(), "table_version": self.table.version,
+                "draining": self.draining, **self.stats}
+
+    # -- the loop ----------------------------------------------------------------------------
+    async def _loop(self) -> None:
+        while True:
+            await self._wait_for_work()
+            try:
+                await self._round()
+            except Exception:  # the loop must not die; the batches in it were failed below
+                log.exception("host %s: round failed", self.id)
+
+    async def _wait_for_work(self) -> None:
+        if self.inbox or (self._drain_request and not self._drain_request.done()):
+            return
+        due = self._timers[0][0] if self._timers else None
+        timeout = PASSIVATE_CHECK_S if due is None else max(0.0, min(PASSIVATE_CHECK_S, due - self.clock()))
+        self.wake.clear()
+        try:
+            await asyncio.wait_for(self.wake.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _round(self) -> None:
+        items = list(self.inbox)
+        self.inbox.clear()
+        commit = RoundCommit()
+        try:
+            envs = [e for envs, _ in items for e in envs] + self._due_timers()
+            forwards = await self._process(envs, commit)
+            released = self._housekeeping(commit)
+            await self._commit(commit)
+        except Exception as exc:
+            for _, fut in items:
+                if not fut.done():
+                    fut.set_exception(exc)
+            raise
+        self.stats["rounds"] += 1
+        self._after_commit(items, forwards, released, commit)
+
+    def _due_timers(self) -> list[Envelope]:
+        now, envs = self.clock(), []
+        while self._timers and self._timers[0][0] <= now:
+            _, ref = heapq.heappop(self._timers)
+            actor = self.active.get(ref)
+            if actor is not None:
+                envs.extend(actor.due_timers(now))
+                self._arm(actor)
+        return envs
+
+    def _arm(self, actor: Actor) -> None:
+        due = actor.next_timer()
+        if due is not None:
+            heapq.heappush(self._timers, (due, actor.ref))
+
+    async def _process(self, envs: list[Envelope], commit: RoundCommit) -> list[asyncio.Future]:
+        """Handle envelopes in order; sends between actors of this host join the same round.
+        Returns the futures of envelopes forwarded to other hosts (senders' acks wait for them).
+        Only envelopes that arrived from outside are forwarded before the commit: what our own
+        actors send leaves after the commit, as pending outgoing, so a crash can't send it twice."""
+        forwards: list[asyncio.Future] = []
+        dirty: dict[ActorRef, Actor] = {}
+        pending, external = envs, True
+        while pending:
+            elsewhere = await self._activate([e.target for e in pending if e.target not in self.active])
+            local_sends: list[Envelope] = []
+            for env in pending:
+                actor = self.active.get(env.target)
+                if actor is not None:
+                    if self._handle(actor, env, commit, local_sends):
+                        dirty[env.target] = actor
+                elif external:
+                    forwards.append(self._forward(env, elsewhere.get(env.target, "")))
+                else:
+                    commit.outgoing.append(env.to_wire())
+            pending, external = self._split_sends(local_sends, commit), False
+        for ref, actor in dirty.items():
+            commit.snapshots[(ref.kind, ref.merchant, ref.id)] = pack_snapshot(*actor.snapshot())
+        return forwards
+
+    def _handle(self, actor: Actor, env: Envelope, commit: RoundCommit, local_sends: list[Envelope]) -> bool:
+        """Run one envelope through its actor; True if the actor's state may have changed."""
+        actor.last_active = self.clock()
+        if env.type == "_wake":
+            return False
+        if not actor.accepts(env):
+            self.stats["duplicates"] += 1
+            return False
+        actor.turn.events.clear()
+        actor.turn.sends.clear()
+        try:
+            actor.dispatch(env)
+        except Exception as exc:  # a handler's bug or bad input: reject this envelope only
+            self.stats["errors"] += 1
+            log.warning("host %s: %s rejected %s: %s: %s", self.id, env.target, env.type, type(exc).__name__, exc)
+            return True
+        self.stats["handled"] += 1
+        commit.events.extend(actor.turn.events)
+        for s in actor.turn.sends:
+            local_sends.append(self.router.stamp(s))
+        if actor.meta["t"]:
+            self._arm(actor)
+        return True
+
+    def _split_sends(self, sends: list[Envelope], commit: RoundCommit) -> list[Envelope]:
+        """Sends to actors that live (or may live) here run this round; the rest are
+        committed as pending outgoing and sent after the commit."""
+        local = []
+        for env in sends:
+            if env.target in self.active or (self.table.owner(env.target) == self.id and not self.draining):
+                local.append(env)
+            else:
+                commit.outgoing.append(env.to_wire())
+        return local
+
+    async def _activate(self, refs: list[ActorRef]) -> dict[ActorRef, str]:
+        """Claim and activate what we may hold; returns the owner of each ref we may not."""
+        refs = list(dict.fromkeys(refs))
+        if not refs:
+            return {}
+        may = [(self.table.owner(r) == self.id and not self.draining and r.kind in self.kinds) for r in refs]
+        triples = [(r.kind, r.merchant, r.id) for r in refs]
+        answers = await self._until_stored(lambda retry: self.store.claim(triples, may))
+        elsewhere = {}
+        for ref, (owner, snap) in zip(refs, answers):
+            if owner == self.id and ref.kind in self.kinds:
+                actor = self.active[ref] = self.kinds[ref.kind](ref, snap, self.clock)
+                self._arm(actor)
+                self.stats["activated"] += 1
+            else:
+                elsewhere[ref] = owner
+        return elsewhere
+
+    def _forward(self, env: Envelope, owner: str) -> asyncio.Future:
+        dest = owner or self.table.owner(env.target)
+        problem = None
+        if env.target.kind not in self.kinds:
+            problem = f"unknown actor kind {env.target.kind!r}"
+        elif dest == self.id or env.hops >= MAX_HOPS:
+            problem = f"no host will hold {env.target} (owner {owner!r}, hops {env.hops})"
+        if problem:  # dead letter: counted and logged, the batch itself still acknowledged
+            self.stats["errors"] += 1
+            log.error("host %s: dropping %s to %s: %s", self.id, env.type, env.target, problem)
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_result(None)
+            return fut
+        env.hops += 1
+        self.stats["forwarded"] += 1
+        return self.router.send_to(dest, [env])
+
+    async def _commit(self, commit: RoundCommit) -> None:
+        if commit.empty():
+            return
+        self._round_no += 1
+        round_id = f"{self._incarnation}:{self._round_no}"
+        await self._until_stored(lambda retry: self.store.commit(commit, round_id, retry=retry))
+
+    async def _until_stored(self, call):
+        """Redis down: the round's effects exist only in memory. Retry the same call —
+        acknowledging nothing, accepting nothing new — until Redis is back."""
+        delay, retry = 0.05, False
+        while True:
+            try:
+                return await call(retry)
+            except StoreUnavailable as exc:
+                self.stats["commits_retried"] += 1
+                log.warning("host %s: redis unavailable (%s), retrying in %.2fs", self.id, exc, delay)
+                await asyncio.sleep(delay)
+                delay, retry = min(delay * 2, 1.0), True
+
+    def _after_commit(self, items, forwards, released, commit: RoundCommit) -> None:
+        for ref in released:
+            self.active.pop(ref, None)
+        if commit.outgoing:
+            asyncio.create_task(self._send_outgoing(commit.entry, commit.outgoing))
+        for _, fut in items:
+            if forwards:
+                asyncio.create_task(_settle(fut, forwards))
+            elif not fut.done():
+                fut.set_result(None)
+        if self._drain_request and not self._drain_request.done() and not self.active:
+            self._drain_request.set_result(self.stats["passivated"])
+
+    async def _send_outgoing(self, entry: bytes | None, wires: list[list]) -> None:
+        await self.router.send([Envelope.from_wire(w) for w in wires])
+        if entry:
+            await self._until_stored(lambda retry: self.store.delivered([entry]))
+
+    async def _resend_pending(self) -> None:
+        """After a restart: what our previous incarnation committed but had not delivered."""
+        for entry, wires in await self.store.pending():
+            await self._send_outgoing(entry, wires)
+
+    # -- passivation and draining ------------------------------------------------------------
+    def _housekeeping(self, commit: RoundCommit) -> list[ActorRef]:
+        now = self.clock()
+        if self.draining:
+            victims = list(self.active)
+        elif now - self._last_passivate >= PASSIVATE_CHECK_S:
+            self._last_passivate = now
+            victims = [r for r, a in self.active.items() if now - a.last_active >= self.idle_s and not a.meta["t"]]
+        else:
+            return []
+        for ref in victims:
+            commit.releases.append((ref.kind, ref.merchant, ref.id))
+            if self.draining:  # wake it on its new host, so it runs (and its timers) there
+                commit.outgoing.append(Envelope(ref, "_wake", {}).to_wire())
+        self.stats["passivated"] += len(victims)
+        return victims
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            try:
+                await self._heartbeat_once()
+                await self.refresh_table()
+            except Exception:  # a missed heartbeat is retried next period
+                log.exception("host %s: heartbeat failed", self.id)
+
+    async def _heartbeat_once(self) -> None:
+        if self.on_heartbeat is not None:
+            await self.on_heartbeat(self.statistics())
+
+
+async def _settle(fut: asyncio.Future, forwards: list[asyncio.Future]) -> None:
+    results = await asyncio.gather(*forwards, return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if fut.done():
+        return
+    if errors:
+        fut.set_exception(errors[0])
+    else:
+        fut.set_result(None)

@@ -1,0 +1,75 @@
+"""The actor host as a Ray actor's body: wires an `ActorHost` to Redis, presence and the Ray
+transport. A plain class — `actors/remote.py` applies `ray.remote` — started from `__init__`
+so that a host Ray restarts after a crash comes back by itself (re-sending what its previous
+incarnation committed but had not delivered)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+import redis.asyncio as aioredis
+
+from storage.actor_store import ActorStore
+from storage.presence import Presence
+
+from .host import HEARTBEAT_TTL_S, ActorHost
+from .kinds import KINDS
+from .placement import PlacementTable
+from .settings import Settings
+from .transport import RayTransport
+
+log = logging.getLogger(__name__)
+
+
+class HostService:
+    def __init__(self, host_id: str, index: int, settings: dict):
+        logging.basicConfig(level=logging.INFO)
+        self.id = host_id
+        self.settings = Settings.from_dict(settings)
+        self.index = index
+        self.host: ActorHost | None = None
+        self.ready = asyncio.get_running_loop().create_task(self._start())
+
+    async def _start(self) -> None:
+        s = self.settings
+        r = aioredis.from_url(s.redis_url, health_check_interval=10)
+        presence = Presence(r, s.prefix)
+        store = ActorStore(r, s.prefix, self.id, shard=s.shard_of_host(self.index))
+        raw = await store.load_placement()
+        table = PlacementTable.from_dict(raw) if raw else PlacementTable(0, (self.id,))
+
+        async def heartbeat(stats: dict) -> None:
+            await presence.heartbeat("host", self.id, stats, ttl=HEARTBEAT_TTL_S)
+
+        self.host = ActorHost(self.id, store, RayTransport(s.namespace), KINDS, table,
+                              idle_s=s.idle_passivate_s, on_heartbeat=heartbeat)
+        await self.host.start()
+        log.info("host %s ready (pid %d, table v%d)", self.id, os.getpid(), table.version)
+
+    async def deliver(self, payload: bytes) -> int:
+        await self.ready
+        return await self.host.deliver(payload)
+
+    async def wait_ready(self) -> dict:
+        await self.ready
+        return self.host.statistics()
+
+    async def statistics(self) -> dict:
+        await self.ready
+        return self.host.statistics()
+
+    async def set_table(self, table: dict) -> int:
+        await self.ready
+        return await self.host.set_table(table)
+
+    async def drain(self) -> int:
+        await self.ready
+        return await self.host.drain()
+
+    async def actor_state(self, key: str) -> dict | None:
+        await self.ready
+        return self.host.actor_state(key)
+
+    def pid(self) -> int:
+        return os.getpid()

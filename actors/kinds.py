@@ -1,0 +1,10 @@
+"""The actor kinds a host can activate, by kind name."""
+from __future__ import annotations
+
+from .agent import AgentActor
+from .base import Actor
+from .echo import EchoActor
+from .queue import QueueActor
+from .session import SessionActor
+
+KINDS: dict[str, type[Actor]] = {k.kind: k for k in (SessionActor, AgentActor, QueueActor, EchoActor)}

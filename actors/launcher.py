@@ -1,0 +1,53 @@
+"""`peakdesk up`: bring up Redis (unless given), Ray (unless given), the actors; wait for a
+signal; bring everything down in order. Nothing it started outlives it."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+
+import orjson
+
+from .settings import Settings
+
+log = logging.getLogger("peakdesk")
+
+
+def run_until_signalled(settings: Settings, stop: threading.Event, run_file_name: str) -> int:
+    import ray
+
+    from storage.redis_server import RedisServerError, start_redis
+
+    from .cluster import Cluster
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    run_file = settings.data_dir / run_file_name
+    redis_server = cluster = None
+    try:
+        if settings.redis_url is None:
+            redis_server = start_redis(settings.data_dir / "redis")
+            settings = dataclasses.replace(settings, redis_url=redis_server.url)
+        cluster = Cluster(settings)
+        cluster.start()
+        url = f"http://{settings.host}:{cluster.gateway_port}"
+        run_file.write_bytes(orjson.dumps({"redis_url": settings.redis_url, "prefix": settings.prefix,
+                                           "gateway_url": url, "pid": os.getpid(), "started": time.time()}))
+        print(f"peakdesk is up: {url}  (health: {url}/healthz; status: peakdesk status"
+              f" --data-dir {settings.data_dir}; Ctrl-C stops)", flush=True)
+        while not stop.wait(0.5):
+            pass
+        print("peakdesk: stopping", flush=True)
+        return 0
+    except RedisServerError as exc:
+        print(f"peakdesk: cannot start Redis: {exc}", flush=True)
+        return 1
+    finally:
+        run_file.unlink(missing_ok=True)
+        if cluster is not None:
+            cluster.stop()
+        if ray.is_initialized():
+            ray.shutdown()
+        if redis_server is not None:
+            redis_server.stop()

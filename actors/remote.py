@@ -1,0 +1,36 @@
+"""`ray.remote` is applied here and nowhere else: names, namespaces and options per role.
+
+Every role asks for num_cpus=0: they are I/O-bound event loops, and Ray's CPU accounting
+would otherwise let a 2-core node hold only two of them. Hosts, writers and gateways restart
+forever after a crash (state comes back from Redis; an in-flight call fails and its sender
+re-sends it), and no Ray task retries are used: they would re-run calls blindly.
+"""
+from __future__ import annotations
+
+import ray
+
+from gateway.service import GatewayService
+from storage.writer_service import WriterService
+
+from .host_service import HostService
+
+# Async actors run up to this many calls at once; one per sending channel is all we need,
+# the rest is head-room for status and health calls.
+MAX_CONCURRENCY = 1000
+
+
+def _options(name: str, namespace: str) -> dict:
+    return {"name": name, "namespace": namespace, "num_cpus": 0, "max_restarts": -1,
+            "max_task_retries": 0, "max_concurrency": MAX_CONCURRENCY, "lifetime": None}
+
+
+def host_actor(host_id: str, index: int, settings: dict, namespace: str):
+    return ray.remote(HostService).options(**_options(host_id, namespace)).remote(host_id, index, settings)
+
+
+def writer_actor(name: str, index: int, settings: dict, namespace: str):
+    return ray.remote(WriterService).options(**_options(name, namespace)).remote(name, index, settings)
+
+
+def gateway_actor(name: str, settings: dict, namespace: str):
+    return ray.remote(GatewayService).options(**_options(name, namespace)).remote(name, settings)

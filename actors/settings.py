@@ -1,0 +1,82 @@
+"""One typed configuration object, validated once; errors name the key and the bad value.
+
+Built by the CLI from flags (and the environment for the few things that are secrets or
+machine facts); passed to every Ray actor as a plain dict, so no actor reads the environment.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+
+class ConfigError(ValueError):
+    """A setting has a value peakdesk cannot use; the message names the key and the value."""
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("PEAKDESK_DATA_DIR", "peakdesk-data")).resolve()
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = field(default_factory=default_data_dir)
+    redis_url: str | None = None          # None: start the bundled redis-server under data_dir
+    clickhouse_url: str | None = None     # None: chDB in process, under data_dir/clickhouse
+    ray_address: str | None = None        # None: a local Ray cluster started by `peakdesk up`
+    host: str = "127.0.0.1"
+    port: int = 8080
+    hosts: int = field(default_factory=lambda: os.cpu_count() or 1)
+    writers: int = 1
+    outbox_shards: int = 4
+    database: str = "peakdesk"
+    prefix: str = "pd:"
+    namespace: str = "peakdesk"
+    idle_passivate_s: float = 600.0
+    object_store_mb: int = 256
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir).resolve())
+        self._check_urls()
+        self._check_numbers()
+
+    def _check_urls(self) -> None:
+        if self.redis_url is not None and urlparse(self.redis_url).scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(f"redis_url must be redis://, rediss:// or unix://, got {self.redis_url!r}")
+        if self.clickhouse_url is not None and urlparse(self.clickhouse_url).scheme not in ("http", "https", "chdb"):
+            raise ConfigError(f"clickhouse_url must be http(s):// or chdb://, got {self.clickhouse_url!r}")
+        if self.embedded_clickhouse and self.writers != 1:
+            raise ConfigError(f"writers must be 1 with embedded chDB (one process per data dir), got {self.writers}")
+
+    def _check_numbers(self) -> None:
+        for key, low, high in (("port", 0, 65535), ("hosts", 1, 1024), ("writers", 1, 64),
+                               ("outbox_shards", 1, 1024), ("object_store_mb", 80, 1 << 20)):
+            value = getattr(self, key)
+            if not isinstance(value, int) or not low <= value <= high:
+                raise ConfigError(f"{key} must be an integer from {low} to {high}, got {value!r}")
+        if self.idle_passivate_s <= 0:
+            raise ConfigError(f"idle_passivate_s must be > 0, got {self.idle_passivate_s!r}")
+
+    @property
+    def embedded_clickhouse(self) -> bool:
+        return self.clickhouse_url is None or self.clickhouse_url.startswith("chdb:")
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        return self.clickhouse_url or f"chdb://{self.data_dir / 'clickhouse'}"
+
+    def shards_of_writer(self, i: int) -> list[int]:
+        return [s for s in range(self.outbox_shards) if s % self.writers == i]
+
+    def shard_of_host(self, i: int) -> int:
+        return i % self.outbox_shards
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["data_dir"] = str(self.data_dir)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Settings":
+        return cls(**d)

@@ -1,0 +1,53 @@
+"""`peakdesk status`: the cluster's state, read from Redis only — so it works from any shell,
+while Ray is busy, and shows hosts that stopped answering (their heartbeat expired)."""
+from __future__ import annotations
+
+import orjson
+import redis.asyncio as aioredis
+
+from storage import outbox
+from storage.presence import Presence
+
+
+async def collect(redis_url: str, prefix: str) -> dict:
+    r = aioredis.from_url(redis_url)
+    try:
+        presence = Presence(r, prefix)
+        raw = await r.get(f"{prefix}placement")
+        table = orjson.loads(raw) if raw else {"version": 0, "hosts": [], "draining": []}
+        beats = await presence.heartbeats("host")
+        hosts = []
+        for hid in sorted(set(table["hosts"]) | set(beats), key=_natural):
+            stats = beats.get(hid)
+            state = "down" if stats is None else ("draining" if hid in table["draining"] else "up")
+            hosts.append({"host": hid, "state": state, **(stats or {})})
+        return {
+            "placement_version": table["version"],
+            "hosts": hosts,
+            "writers": await presence.heartbeats("writer"),
+            "gateways": await presence.heartbeats("gateway"),
+            "outbox": await outbox.backlog(r, prefix),
+            "presence": await presence.summary(),
+        }
+    finally:
+        await r.aclose()
+
+
+def _natural(host_id: str) -> tuple:
+    head, _, tail = host_id.rpartition("-")
+    return (head, int(tail)) if tail.isdigit() else (host_id, 0)
+
+
+def render(report: dict) -> str:
+    lines = [f"placement table v{report['placement_version']}", "",
+             f"{'HOST':<12}{'STATE':<10}{'ACTIVATIONS':>12}{'MAILBOX':>9}{'OUTGOING':>10}{'HANDLED':>10}"]
+    for h in report["hosts"]:
+        lines.append(f"{h['host']:<12}{h['state']:<10}{h.get('activations', '-'):>12}{h.get('mailbox', '-'):>9}"
+                     f"{h.get('outgoing', '-'):>10}{h.get('handled', '-'):>10}")
+    lines += ["", "outbox backlog: " + orjson.dumps(report["outbox"]).decode()]
+    for name, w in sorted(report["writers"].items()):
+        lines.append(f"{name}: " + orjson.dumps(w).decode())
+    for name, g in sorted(report["gateways"].items()):
+        lines.append(f"{name}: " + orjson.dumps(g).decode())
+    lines += ["presence: " + orjson.dumps(report["presence"]).decode()]
+    return "\n".join(lines)

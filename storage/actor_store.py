@@ -1,0 +1,150 @@
+"""Redis side of an actor host: the activation directory, snapshots, the commit of a round.
+
+Keys (every actor key carries its merchant):
+- `{p}m:{merchant}:dir` — hash `kind:id` -> host id: where the actor is active now.
+- `{p}m:{merchant}:snap:{kind}:{id}` — msgpack [state, meta] of the actor.
+- `{p}host:{host}:pending` — stream of envelopes this host's actors sent to other hosts,
+  committed with the round that produced them and deleted once the receiver acknowledged.
+- `{p}placement` — the placement table (JSON).
+
+A round's commit is one MULTI/EXEC: events into the outbox, snapshots, directory releases and
+pending outgoing envelopes are durable together or not at all. That is what makes re-sending
+after a crash safe: state (with its per-origin watermarks) and events never disagree.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import functools
+
+import msgpack
+import orjson
+import redis.asyncio as aioredis
+import redis.exceptions as rexc
+
+from storage import outbox
+from storage.events import Event
+
+# Claim an actor for a host. The current holder keeps it while its heartbeat lives; a holder
+# whose heartbeat expired (dead host) loses it. ARGV: field, me, heartbeat key prefix, may_claim.
+_CLAIM = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur == ARGV[2] then return cur end
+if cur and redis.call('EXISTS', ARGV[3] .. cur) == 1 then return cur end
+if ARGV[4] == '1' then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) return ARGV[2] end
+return ''
+"""
+
+
+class StoreUnavailable(Exception):
+    """Redis could not be reached; nothing of the call is known to have happened, and the
+    same call may be retried unchanged."""
+
+
+def _unavailable_as_store_error(fn):
+    @functools.wraps(fn)
+    async def wrapper(*args, **kwargs):
+        try:
+            return await fn(*args, **kwargs)
+        except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+    return wrapper
+
+
+@dataclass
+class RoundCommit:
+    events: list[Event] = field(default_factory=list)
+    snapshots: dict[tuple[str, str, str], bytes] = field(default_factory=dict)  # (kind, merchant, id)
+    releases: list[tuple[str, str, str]] = field(default_factory=list)
+    outgoing: list[list] = field(default_factory=list)  # envelopes on the wire format
+    entry: bytes | None = None  # the pending-outgoing stream entry, once committed
+
+    def empty(self) -> bool:
+        return not (self.events or self.snapshots or self.releases or self.outgoing)
+
+
+class ActorStore:
+    def __init__(self, redis: aioredis.Redis, prefix: str = "pd:", host_id: str = "", shard: int = 0):
+        self.r = redis
+        self.p = prefix
+        self.host_id = host_id
+        self.shard = shard
+        self._claim = redis.register_script(_CLAIM)
+
+    def _dir(self, merchant: str) -> str:
+        return f"{self.p}m:{merchant}:dir"
+
+    def _snap(self, kind: str, merchant: str, id_: str) -> str:
+        return f"{self.p}m:{merchant}:snap:{kind}:{id_}"
+
+    @property
+    def pending_key(self) -> str:
+        return f"{self.p}host:{self.host_id}:pending"
+
+    @_unavailable_as_store_error
+    async def claim(self, refs: list[tuple[str, str, str]], may_claim: list[bool]) -> list[tuple[str, tuple | None]]:
+        """For each (kind, merchant, id): (owner host id or '' if nobody may hold it, snapshot)."""
+        pipe = self.r.pipeline(transaction=False)
+        hb = f"{self.p}hb:host:"
+        for (kind, merchant, id_), may in zip(refs, may_claim):
+            await self._claim(keys=[self._dir(merchant)], args=[f"{kind}:{id_}", self.host_id, hb, "1" if may else "0"], client=pipe)
+            pipe.get(self._snap(kind, merchant, id_))
+        res = await pipe.execute()
+        out = []
+        for i in range(0, len(res), 2):
+            owner = res[i].decode() if isinstance(res[i], bytes) else (res[i] or "")
+            snap = tuple(msgpack.unpackb(res[i + 1])) if res[i + 1] else None
+            out.append((owner, snap))
+        return out
+
+    @_unavailable_as_store_error
+    async def commit(self, c: RoundCommit, round_id: str, retry: bool = False) -> None:
+        """Make a round durable; sets `c.entry` to its pending-outgoing entry id, if any.
+
+        `round_id` is written in the same transaction: when a commit is retried because the
+        connection broke, the EXEC may have been applied already — then the marker says so and
+        the round is not written twice (events would be duplicated in the outbox)."""
+        marker = f"{self.p}host:{self.host_id}:round"
+        if retry and (await self.r.get(marker) or b"").decode() == round_id:
+            c.entry = await self._last_pending_entry() if c.outgoing else None
+            return
+        pipe = self.r.pipeline(transaction=True)
+        pipe.set(marker, round_id)
+        if c.events:
+            outbox.append(pipe, self.p, self.shard, c.events)
+        for (kind, merchant, id_), blob in c.snapshots.items():
+            pipe.set(self._snap(kind, merchant, id_), blob)
+        for kind, merchant, id_ in c.releases:
+            pipe.hdel(self._dir(merchant), f"{kind}:{id_}")
+        if c.outgoing:
+            pipe.xadd(self.pending_key, {"b": msgpack.packb(c.outgoing)})
+        res = await pipe.execute()
+        c.entry = res[-1] if c.outgoing else None
+
+    async def _last_pending_entry(self) -> bytes | None:
+        last = await self.r.xrevrange(self.pending_key, count=1)
+        return last[0][0] if last else None
+
+    @_unavailable_as_store_error
+    async def pending(self) -> list[tuple[bytes, list]]:
+        """Outgoing envelopes committed but not yet acknowledged by their receivers."""
+        entries = await self.r.xrange(self.pending_key)
+        return [(eid, msgpack.unpackb(fields[b"b"])) for eid, fields in entries]
+
+    @_unavailable_as_store_error
+    async def delivered(self, entry_ids: list[bytes]) -> None:
+        if entry_ids:
+            await self.r.xdel(self.pending_key, *entry_ids)
+
+    @_unavailable_as_store_error
+    async def load_placement(self) -> dict | None:
+        raw = await self.r.get(f"{self.p}placement")
+        return orjson.loads(raw) if raw else None
+
+
+def pack_snapshot(state: dict, meta: dict) -> bytes:
+    return msgpack.packb([state, meta])
+
+
+async def save_placement(r: aioredis.Redis, prefix: str, table: dict) -> None:
+    await r.set(f"{prefix}placement", orjson.dumps(table))
