@@ -63,7 +63,7 @@ class Cluster:
         s, cfg = self.settings, self.settings.to_dict()
         t0 = time.monotonic()
         for i in range(s.writers):
-            self.writers[f"writer-{i}"] = remote.writer_actor(f"writer-{i}", i, cfg, s.namespace)
+            self.writers[f"writer-{i}"] = remote.writer_actor(f"writer-{i}", i, s)
         ray.get([w.wait_ready.remote() for w in self.writers.values()], timeout=timeout)
         ids = [f"host-{i}" for i in range(s.hosts)]
         old = self.table()

@@ -53,8 +53,8 @@ class ActorHost:
         self.inbox: deque[tuple[list[Envelope], asyncio.Future]] = deque()
         self.wake = asyncio.Event()
         self.tasks: list[asyncio.Task] = []
-        self.draining = False
         self._drain_request: asyncio.Future | None = None
+        self._drained = 0
         self._last_passivate = clock()
         self._timers: list[tuple[float, ActorRef]] = []  # (due, actor); stale entries skipped
         self._incarnation = uuid.uuid4().hex[:12]
@@ -65,6 +65,11 @@ class ActorHost:
     @property
     def table(self) -> PlacementTable:
         return self.router.table
+
+    @property
+    def draining(self) -> bool:
+        """Marked draining in the placement table: it activates nothing and gives back all."""
+        return self.id in self.table.draining
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -103,7 +108,9 @@ class ActorHost:
         """Move every activation to the host the table now names (the table must already mark
         this host draining); returns how many moved."""
         await self.refresh_table()
-        self.draining = True
+        if not self.draining:
+            raise RuntimeError(f"host {self.id} is not marked draining in placement table v{self.table.version}")
+        self._drained = 0
         self._drain_request = asyncio.get_running_loop().create_future()
         self.wake.set()
         return await self._drain_request
@@ -287,6 +294,8 @@ class ActorHost:
     def _after_commit(self, items, forwards, released, commit: RoundCommit) -> None:
         for ref in released:
             self.active.pop(ref, None)
+        if self.draining:
+            self._drained += len(released)
         if commit.outgoing:
             asyncio.create_task(self._send_outgoing(commit.entry, commit.outgoing))
         for _, fut in items:
@@ -295,7 +304,7 @@ class ActorHost:
             elif not fut.done():
                 fut.set_result(None)
         if self._drain_request and not self._drain_request.done() and not self.active:
-            self._drain_request.set_result(self.stats["passivated"])
+            self._drain_request.set_result(self._drained)
 
     async def _send_outgoing(self, entry: bytes | None, wires: list[list]) -> None:
         await self.router.send([Envelope.from_wire(w) for w in wires])

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import ray
 
-from gateway.service import GatewayService
-from storage.writer_service import WriterService
-
-from .host_service import HostService
+from .settings import Settings
 
 # Async actors run up to this many calls at once; one per sending channel is all we need,
 # the rest is head-room for status and health calls.
@@ -25,12 +22,20 @@ def _options(name: str, namespace: str) -> dict:
 
 
 def host_actor(host_id: str, index: int, settings: dict, namespace: str):
+    from .host_service import HostService
+
     return ray.remote(HostService).options(**_options(host_id, namespace)).remote(host_id, index, settings)
 
 
-def writer_actor(name: str, index: int, settings: dict, namespace: str):
-    return ray.remote(WriterService).options(**_options(name, namespace)).remote(name, index, settings)
+def writer_actor(name: str, index: int, settings: Settings):
+    from storage.writer_service import WriterService
+
+    return ray.remote(WriterService).options(**_options(name, settings.namespace)).remote(
+        name, settings.redis_url, settings.clickhouse_dsn, settings.database,
+        settings.shards_of_writer(index), settings.prefix)
 
 
 def gateway_actor(name: str, settings: dict, namespace: str):
+    from gateway.service import GatewayService
+
     return ray.remote(GatewayService).options(**_options(name, namespace)).remote(name, settings)

@@ -35,3 +35,15 @@ def redis_client(redis_server):
 def prefix():
     """A key prefix of its own for each test, so tests sharing one Redis never see each other."""
     return f"t{uuid.uuid4().hex[:8]}:"
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray cluster for the whole run (it takes seconds to start): never attached to
+    another cluster on the machine, with a small object store."""
+    import ray
+
+    ray.init(address="local", include_dashboard=False, object_store_memory=128 * 1024 * 1024,
+             namespace="pd-test", logging_level="WARNING")
+    yield ray
+    ray.shutdown()

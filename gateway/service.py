@@ -1,0 +1,77 @@
+"""The gateway as a Ray actor's body (as Ray Serve runs its proxies): the Quart app on
+Hypercorn in this actor's event loop, so actors can push to connections through its handle.
+
+Health: `ray` — every host in the placement table answers; `redis` — PING; `clickhouse` —
+the writers reach ClickHouse (in embedded mode only the writer may open chDB).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+import orjson
+import redis.asyncio as aioredis
+
+from actors.settings import Settings
+from storage.presence import Presence
+
+from .app import create_app
+from .server import GatewayServer
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 2.0
+
+
+class GatewayService:
+    def __init__(self, name: str, settings: dict):
+        self.name = name
+        self.settings = Settings.from_dict(settings)
+        self.redis = aioredis.from_url(self.settings.redis_url)
+        self.presence = Presence(self.redis, self.settings.prefix)
+        checks = {"ray": self._check_hosts, "redis": self._check_redis, "clickhouse": self._check_clickhouse}
+        self.server = GatewayServer(create_app(checks), self.settings.host, self.settings.port)
+        self.ready = asyncio.get_running_loop().create_task(self._start())
+
+    async def _start(self) -> int:
+        await self.server.start()
+        asyncio.get_running_loop().create_task(self._heartbeats())
+        log.info("gateway %s listening on %s:%d", self.name, self.settings.host, self.server.bound_port)
+        return self.server.bound_port
+
+    async def wait_ready(self) -> int:
+        return await self.ready
+
+    async def _heartbeats(self) -> None:
+        while True:
+            try:
+                await self.presence.heartbeat("gateway", self.name, {
+                    "address": f"{self.settings.host}:{self.server.bound_port}", "pid": os.getpid()}, ttl=10)
+            except Exception:  # missed heartbeat: retried next period
+                log.exception("gateway heartbeat failed")
+            await asyncio.sleep(HEARTBEAT_S)
+
+    # -- health checks: each raises with the reason -----------------------------------------------
+    async def _check_redis(self) -> None:
+        await self.redis.ping()
+
+    async def _check_hosts(self) -> None:
+        import ray
+
+        raw = await self.redis.get(f"{self.settings.prefix}placement")
+        hosts = orjson.loads(raw)["hosts"] if raw else []
+        if not hosts:
+            raise RuntimeError("no actor hosts in the placement table")
+        handles = [ray.get_actor(h, namespace=self.settings.namespace) for h in hosts]
+        await asyncio.gather(*(h.statistics.remote() for h in handles))
+
+    async def _check_clickhouse(self) -> None:
+        import ray
+
+        names = [f"writer-{i}" for i in range(self.settings.writers)]
+        handles = [ray.get_actor(n, namespace=self.settings.namespace) for n in names]
+        await asyncio.gather(*(h.ping.remote() for h in handles))
+
+    async def stop(self) -> None:
+        await self.server.stop()
