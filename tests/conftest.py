@@ -11,6 +11,9 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from storage.redis_server import start_redis  # noqa: E402
 
+# chDB allows one data path per process: its fixtures must exist once for the whole run.
+pytest_plugins = ["tests.storage_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):

@@ -1,0 +1,93 @@
+"""`peakdesk up` on an empty data dir, as an operator runs it: healthy within 60 s, visible to
+`peakdesk status` from another shell, and gone without a trace after Ctrl-C."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from storage.redis_server import free_port
+
+PEAKDESK = str(Path(sys.executable).with_name("peakdesk"))
+pytestmark = pytest.mark.timeout(240)
+
+
+def healthz(port: int) -> tuple[int, dict] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return None
+
+
+def env() -> dict:
+    return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def test_up_is_healthy_within_a_minute_and_sigint_leaves_nothing_behind(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen([PEAKDESK, "up", "--data-dir", str(tmp_path / "data"), "--port", str(port), "--hosts", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env(), text=True)
+    try:
+        t0, answer = time.monotonic(), None
+        while time.monotonic() - t0 < 60 and proc.poll() is None:
+            answer = healthz(port)
+            if answer and answer[0] == 200:
+                break
+            time.sleep(0.5)
+        assert answer == (200, {"status": "ok", "components": {"ray": "ok", "redis": "ok", "clickhouse": "ok"}}), \
+            proc.stdout.read() if proc.poll() is not None else answer
+
+        status = subprocess.run([PEAKDESK, "status", "--data-dir", str(tmp_path / "data"), "--json"],
+                                capture_output=True, text=True, env=env(), timeout=60)
+        assert status.returncode == 0, status.stderr
+        report = json.loads(status.stdout)
+        assert [h["host"] for h in report["hosts"]] == ["host-0", "host-1"]
+        assert all(h["state"] == "up" for h in report["hosts"])
+        assert report["outbox"]["events"] == 0
+
+        family = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+        assert len(family) > 3  # redis, Ray's processes, the actors
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=90) == 0
+        deadline = time.monotonic() + 30
+        while (alive := [p for p in family if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]) \
+                and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not alive, [psutil.Process(p).cmdline() for p in alive]
+        assert not (tmp_path / "data" / "run.json").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.parametrize("args,named", [
+    (["--port", "70000"], "port"),
+    (["--redis-url", "mysql://x"], "redis_url"),
+    (["--hosts", "0"], "hosts"),
+    (["--writers", "2"], "writers"),
+])
+def test_up_refuses_bad_flags_naming_them_and_starts_nothing(tmp_path, args, named):
+    done = subprocess.run([PEAKDESK, "up", "--data-dir", str(tmp_path / "d"), *args],
+                          capture_output=True, text=True, env=env(), timeout=60)
+    assert done.returncode == 2
+    assert named in done.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_status_without_a_running_system_says_so(tmp_path):
+    done = subprocess.run([PEAKDESK, "status", "--data-dir", str(tmp_path)], capture_output=True, text=True,
+                          env=env(), timeout=60)
+    assert done.returncode == 2
+    assert "no running peakdesk" in done.stderr
