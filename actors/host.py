@@ -59,6 +59,7 @@ class ActorHost:
         self._timers: list[tuple[float, ActorRef]] = []  # (due, actor); stale entries skipped
         self._incarnation = uuid.uuid4().hex[:12]
         self._round_no = 0
+        self._sending: set[asyncio.Task] = set()  # cross-host sends after commits
         self.stats = {"rounds": 0, "handled": 0, "duplicates": 0, "errors": 0, "forwarded": 0,
                       "activated": 0, "passivated": 0, "commits_retried": 0}
 
@@ -78,9 +79,12 @@ class ActorHost:
         self.tasks = [asyncio.create_task(self._loop()), asyncio.create_task(self._heartbeats())]
 
     async def stop(self) -> None:
-        for t in self.tasks:
+        """Stop at once, as a crash would: what is not committed is re-sent by its senders,
+        what is committed but undelivered is re-sent by the next incarnation."""
+        tasks = self.tasks + list(self._sending) + [c.pump for c in self.router.channels.values() if c.pump]
+        for t in tasks:
             t.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- entry points ------------------------------------------------------------------------
     async def deliver(self, payload: bytes) -> int:
@@ -297,7 +301,7 @@ class ActorHost:
         if self.draining:
             self._drained += len(released)
         if commit.outgoing:
-            asyncio.create_task(self._send_outgoing(commit.entry, commit.outgoing))
+            self._spawn_send(commit.entry, commit.outgoing)
         for _, fut in items:
             if forwards:
                 asyncio.create_task(_settle(fut, forwards))
@@ -306,15 +310,24 @@ class ActorHost:
         if self._drain_request and not self._drain_request.done() and not self.active:
             self._drain_request.set_result(self._drained)
 
+    def _spawn_send(self, entry: bytes | None, wires: list[list]) -> None:
+        task = asyncio.create_task(self._send_outgoing(entry, wires))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
     async def _send_outgoing(self, entry: bytes | None, wires: list[list]) -> None:
         await self.router.send([Envelope.from_wire(w) for w in wires])
         if entry:
             await self._until_stored(lambda retry: self.store.delivered([entry]))
 
     async def _resend_pending(self) -> None:
-        """After a restart: what our previous incarnation committed but had not delivered."""
-        for entry, wires in await self.store.pending():
-            await self._send_outgoing(entry, wires)
+        """After a restart: what our previous incarnation committed but had not delivered.
+        Queued on the channels before the first round, so nothing this incarnation sends can
+        overtake it; not awaited, so two hosts restarting together don't wait on each other."""
+        entries = await self._until_stored(lambda retry: self.store.pending())
+        for entry, wires in entries:
+            self._spawn_send(entry, wires)
+        await asyncio.sleep(0)  # let those tasks queue their envelopes now
 
     # -- passivation and draining ------------------------------------------------------------
     def _housekeeping(self, commit: RoundCommit) -> list[ActorRef]:

@@ -261,3 +261,24 @@ def test_nothing_is_acknowledged_while_redis_is_down_and_nothing_lost_after(tmp_
     finally:
         for server in servers:
             server.stop()
+
+
+def test_messages_committed_for_a_down_host_are_sent_by_the_next_incarnation(redis_url, prefix):
+    async def main():
+        async with Cluster(redis_url, prefix, 2) as c:
+            a = next(f"a{i}" for i in range(1000) if c.table.owner(ActorRef("echo", "m1", f"a{i}")) == "host-0")
+            b = next(f"b{i}" for i in range(1000) if c.table.owner(ActorRef("echo", "m1", f"b{i}")) == "host-1")
+            c.transport.down.add("host-1")
+            await c.router().send([Envelope(ActorRef("echo", "m1", a), "relay", {"peer": b, "left": 1})])
+            assert await c.r.xlen(f"{prefix}host:host-0:pending") == 1  # committed, not delivered
+            await c.hosts["host-0"].stop()  # dies before host-1 is back
+            c.transport.down.discard("host-1")
+            await c.start_host("host-0")
+            for _ in range(300):
+                state = c.hosts["host-1"].actor_state(f"echo:m1:{b}")
+                if state and await c.r.xlen(f"{prefix}host:host-0:pending") == 0:
+                    break
+                await asyncio.sleep(0.01)
+            assert c.hosts["host-1"].actor_state(f"echo:m1:{b}")["state"]["received"] == 1
+            assert await c.r.xlen(f"{prefix}host:host-0:pending") == 0
+    run(main())
