@@ -44,10 +44,16 @@ def render(report: dict) -> str:
     for h in report["hosts"]:
         lines.append(f"{h['host']:<12}{h['state']:<10}{h.get('activations', '-'):>12}{h.get('mailbox', '-'):>9}"
                      f"{h.get('outgoing', '-'):>10}{h.get('handled', '-'):>10}")
-    lines += ["", "outbox backlog: " + orjson.dumps(report["outbox"]).decode()]
+    out = report["outbox"]
+    lines += ["", f"outbox backlog: {out['events']} events waiting for ClickHouse"
+                  f" ({sum(out['entries'].values())} stream entries, {sum(out['pending'].values())} being written)",
+              "", f"{'WRITER':<12}{'STATE':<10}{'WRITTEN':>10}{'RETRIES':>9}  LAST ERROR"]
     for name, w in sorted(report["writers"].items()):
-        lines.append(f"{name}: " + orjson.dumps(w).decode())
-    for name, g in sorted(report["gateways"].items()):
-        lines.append(f"{name}: " + orjson.dumps(g).decode())
-    lines += ["presence: " + orjson.dumps(report["presence"]).decode()]
+        lines.append(f"{name:<12}{w.get('state', '?'):<10}{w.get('events_written', 0):>10}{w.get('retries', 0):>9}"
+                     f"  {w.get('last_error') or '-'}")
+    lines += ["", f"{'GATEWAY':<12}ADDRESS"]
+    lines += [f"{name:<12}{g.get('address', '?')}" for name, g in sorted(report["gateways"].items())]
+    p = report["presence"]
+    agents = ", ".join(f"{n} {s}" for s, n in p["agents"].items())
+    lines += ["", f"presence: {p['merchants']} merchants; agents {agents}; {p['customers_online']} customers online"]
     return "\n".join(lines)
