@@ -48,13 +48,14 @@ class ActorHost:
         self.clock = clock
         self.idle_s = idle_s
         self.on_heartbeat = on_heartbeat
-        self.router = Router(host_id, transport, table)
+        self.router = Router(host_id, transport, table, load_table=self._load_table)
         self.active: dict[ActorRef, Actor] = {}
         self.inbox: deque[tuple[list[Envelope], asyncio.Future]] = deque()
         self.wake = asyncio.Event()
         self.tasks: list[asyncio.Task] = []
         self._drain_request: asyncio.Future | None = None
-        self._drained = 0
+        self._drained = 0       # activations released since the table marked us draining
+        self._was_draining = False
         self._last_passivate = clock()
         self._timers: list[tuple[float, ActorRef]] = []  # (due, actor); stale entries skipped
         self._incarnation = uuid.uuid4().hex[:12]
@@ -104,9 +105,19 @@ class ActorHost:
         return self.table.version
 
     async def refresh_table(self) -> None:
+        table = await self._load_table()
+        if table is not None:
+            await self.router.set_table(table)
+
+    async def _refresh_quietly(self) -> None:
+        try:
+            await self.refresh_table()
+        except Exception:  # Redis away: the next heartbeat period tries again
+            log.warning("host %s: could not refresh the placement table", self.id, exc_info=True)
+
+    async def _load_table(self) -> PlacementTable | None:
         raw = await self.store.load_placement()
-        if raw:
-            await self.router.set_table(PlacementTable.from_dict(raw))
+        return PlacementTable.from_dict(raw) if raw else None
 
     async def drain(self) -> int:
         """Move every activation to the host the table now names (the table must already mark
@@ -114,7 +125,6 @@ class ActorHost:
         await self.refresh_table()
         if not self.draining:
             raise RuntimeError(f"host {self.id} is not marked draining in placement table v{self.table.version}")
-        self._drained = 0
         self._drain_request = asyncio.get_running_loop().create_future()
         self.wake.set()
         return await self._drain_request
@@ -298,6 +308,9 @@ class ActorHost:
     def _after_commit(self, items, forwards, released, commit: RoundCommit) -> None:
         for ref in released:
             self.active.pop(ref, None)
+        if self.draining and not self._was_draining:
+            self._drained = 0  # a new drain: count from here
+        self._was_draining = self.draining
         if self.draining:
             self._drained += len(released)
         if commit.outgoing:
@@ -347,13 +360,16 @@ class ActorHost:
         return victims
 
     async def _heartbeats(self) -> None:
+        refreshing: asyncio.Task | None = None
         while True:
             await asyncio.sleep(HEARTBEAT_S)
             try:
                 await self._heartbeat_once()
-                await self.refresh_table()
             except Exception:  # a missed heartbeat is retried next period
                 log.exception("host %s: heartbeat failed", self.id)
+            # A table switch waits for our channels to go idle: never hold heartbeats for it.
+            if refreshing is None or refreshing.done():
+                refreshing = asyncio.create_task(self._refresh_quietly())
 
     async def _heartbeat_once(self) -> None:
         if self.on_heartbeat is not None:

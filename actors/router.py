@@ -16,7 +16,7 @@ import asyncio
 import logging
 import uuid
 from collections import deque
-from typing import Callable
+from typing import Awaitable, Callable
 
 from .envelope import Envelope, encode_batch
 from .placement import PlacementTable
@@ -101,15 +101,17 @@ class Router:
     """Routes envelopes by the placement table and numbers those it originates."""
 
     def __init__(self, name: str, transport: HostTransport, table: PlacementTable,
-                 refresh: Callable[[], "asyncio.Future | None"] | None = None):
+                 load_table: Callable[[], Awaitable[PlacementTable | None]] | None = None):
+        """`load_table` fetches the current table; it is called when a host answers with a
+        newer table version than ours (after a scale-out or a drain)."""
         self.origin = f"{name}@{uuid.uuid4().hex[:12]}"
         self.transport = transport
         self.table = table
-        self.refresh = refresh
+        self.load_table = load_table
         self.channels: dict[str, Channel] = {}
         self._n = 0
         self._switch = asyncio.Lock()
-        self.newer_seen = 0
+        self._refreshing: asyncio.Task | None = None
 
     def stamp(self, env: Envelope) -> Envelope:
         if not env.origin:
@@ -124,8 +126,13 @@ class Router:
         return ch
 
     def _saw_version(self, version: int) -> None:
-        if version > self.table.version:
-            self.newer_seen = max(self.newer_seen, version)
+        if version > self.table.version and self.load_table and (self._refreshing is None or self._refreshing.done()):
+            self._refreshing = asyncio.create_task(self._refresh())
+
+    async def _refresh(self) -> None:
+        table = await self.load_table()
+        if table is not None:
+            await self.set_table(table)
 
     def send_to(self, dest: str, envs: list[Envelope]) -> asyncio.Future:
         return self.channel(dest).send([self.stamp(e) for e in envs])

@@ -106,20 +106,28 @@ def test_a_host_killed_mid_stream_loses_nothing_acknowledged_and_duplicates_noth
     assert_each_session_got(cluster, "m-kill", 200, 20)
 
 
-def test_draining_a_host_moves_its_actors_with_their_state(cluster):
+def test_draining_a_host_moves_its_actors_with_their_state_while_traffic_flows(cluster):
     import ray
 
     sessions = [ActorRef("session", "m-drain", f"s{i}") for i in range(100)]
     asyncio.run(send_all(router(cluster), [Envelope(s, "message", {"n": 0}) for s in sessions]))
     before = cluster.statistics()["host-0"]["activations"]
     assert before > 0
-    moved = cluster.drain("host-0")
+
+    async def drain_under_traffic() -> int:
+        r = router(cluster, "during")  # keeps the old table: host-0 must forward what it gets
+        draining = asyncio.create_task(asyncio.to_thread(cluster.drain, "host-0"))
+        for k in range(1, 11):
+            await send_all(r, [Envelope(s, "message", {"n": k}) for s in sessions])
+        return await draining
+
+    moved = asyncio.run(drain_under_traffic())
     assert moved == before
     assert cluster.statistics()["host-0"]["activations"] == 0
-    asyncio.run(send_all(router(cluster, "after"), [Envelope(s, "message", {"n": 1}) for s in sessions]))
+    asyncio.run(send_all(router(cluster, "after"), [Envelope(s, "message", {"n": 11}) for s in sessions]))
     host1 = cluster.hosts["host-1"]
     states = ray.get([host1.actor_state.remote(s.key) for s in sessions])
-    assert all(st is not None and st["state"]["messages"] == 2 for st in states)
+    assert all(st is not None and st["state"]["messages"] == 12 for st in states)
     assert cluster.statistics()["host-0"]["activations"] == 0
-    assert wait_for_rows(cluster, "m-drain", 200) == 200
-    assert_each_session_got(cluster, "m-drain", 100, 2)
+    assert wait_for_rows(cluster, "m-drain", 1200) == 1200
+    assert_each_session_got(cluster, "m-drain", 100, 12)
