@@ -2,7 +2,7 @@
 event rows/s from actors through the outbox into ClickHouse (chDB). Prints a table; asserts
 nothing about time.
 
-    python -m bench.runtime [--hosts 2] [--envelopes 100000] [--relays 200] [--hops 100]
+    python -m bench.runtime [--hosts 2] [--envelopes 100000] [--relays 1000] [--hops 40]
                             [--events 100000]
 
 It starts its own Redis, a local Ray cluster and chDB under a temporary directory, and stops
@@ -104,8 +104,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--hosts", type=int, default=2)
     p.add_argument("--envelopes", type=int, default=100_000)
-    p.add_argument("--relays", type=int, default=200, help="actor pairs relaying at once")
-    p.add_argument("--hops", type=int, default=100)
+    p.add_argument("--relays", type=int, default=1000, help="actor pairs relaying at once")
+    p.add_argument("--hops", type=int, default=40)
     p.add_argument("--events", type=int, default=100_000)
     p.add_argument("--batch", type=int, default=256, help="envelopes per driver send")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per phase at most")

@@ -246,7 +246,7 @@ def test_nothing_is_acknowledged_while_redis_is_down_and_nothing_lost_after(tmp_
             await r.send([Envelope(s, "message", {"n": 0})])
             servers[0].kill()
             sending = asyncio.create_task(r.send([Envelope(s, "message", {"n": 1})]))
-            for _ in range(500):
+            for _ in range(1500):  # bounded: 15 s
                 if c.hosts["host-0"].stats["commits_retried"] >= 2:
                     break
                 await asyncio.sleep(0.01)
