@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sys
 import threading
 import time
 
@@ -13,6 +14,29 @@ import orjson
 from .settings import Settings
 
 log = logging.getLogger("peakdesk")
+
+
+class RedisUnreachable(Exception):
+    pass
+
+
+def _check_redis(url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.exceptions.RedisError as exc:
+        raise RedisUnreachable(f"cannot reach Redis at {_redacted(url)}: {exc}") from exc
+    finally:
+        client.close()
+
+
+def _redacted(url: str) -> str:
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    return u._replace(netloc=f"***@{u.hostname}:{u.port}").geturl() if u.password else url
 
 
 def run_until_signalled(settings: Settings, stop: threading.Event, run_file_name: str) -> int:
@@ -29,6 +53,7 @@ def run_until_signalled(settings: Settings, stop: threading.Event, run_file_name
         if settings.redis_url is None:
             redis_server = start_redis(settings.data_dir / "redis")
             settings = dataclasses.replace(settings, redis_url=redis_server.url)
+        _check_redis(settings.redis_url)
         cluster = Cluster(settings)
         cluster.start()
         url = f"http://{settings.host}:{cluster.gateway_port}"
@@ -41,7 +66,10 @@ def run_until_signalled(settings: Settings, stop: threading.Event, run_file_name
         print("peakdesk: stopping", flush=True)
         return 0
     except RedisServerError as exc:
-        print(f"peakdesk: cannot start Redis: {exc}", flush=True)
+        print(f"peakdesk: cannot start Redis: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except RedisUnreachable as exc:
+        print(f"peakdesk: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:
         run_file.unlink(missing_ok=True)

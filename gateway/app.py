@@ -22,7 +22,8 @@ async def _run_check(check: Check, timeout: float) -> str:
     except asyncio.TimeoutError:
         return f"error: timeout: no answer within {timeout:g}s"
     except Exception as exc:  # a health check reports any failure as the component's state
-        return f"error: {type(exc).__name__}: {exc}"
+        first_line = (str(exc).splitlines() or [""])[0]
+        return f"error: {type(exc).__name__}: {first_line[:300]}"
 
 
 def create_app(checks: Mapping[str, Check], check_timeout: float = 3.0) -> Quart:

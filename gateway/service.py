@@ -32,6 +32,7 @@ class GatewayService:
         self.presence = Presence(self.redis, self.settings.prefix)
         checks = {"ray": self._check_hosts, "redis": self._check_redis, "clickhouse": self._check_clickhouse}
         self.server = GatewayServer(create_app(checks), self.settings.host, self.settings.port)
+        self._handles: dict[str, object] = {}
         self.ready = asyncio.get_running_loop().create_task(self._start())
 
     async def _start(self) -> int:
@@ -57,21 +58,36 @@ class GatewayService:
         await self.redis.ping()
 
     async def _check_hosts(self) -> None:
-        import ray
-
         raw = await self.redis.get(f"{self.settings.prefix}placement")
         hosts = orjson.loads(raw)["hosts"] if raw else []
         if not hosts:
             raise RuntimeError("no actor hosts in the placement table")
-        handles = [ray.get_actor(h, namespace=self.settings.namespace) for h in hosts]
-        await asyncio.gather(*(h.statistics.remote() for h in handles))
+        await _remote_calls([self._handle(h) for h in hosts], "statistics")
 
     async def _check_clickhouse(self) -> None:
+        await _remote_calls([self._handle(f"writer-{i}") for i in range(self.settings.writers)], "ping")
+
+    def _handle(self, name: str):
+        """Actor handles, looked up once (a GCS round trip) and kept: Ray restarts an actor
+        under the same handle."""
         import ray
 
-        names = [f"writer-{i}" for i in range(self.settings.writers)]
-        handles = [ray.get_actor(n, namespace=self.settings.namespace) for n in names]
-        await asyncio.gather(*(h.ping.remote() for h in handles))
+        handle = self._handles.get(name)
+        if handle is None:
+            handle = self._handles[name] = ray.get_actor(name, namespace=self.settings.namespace)
+        return handle
 
     async def stop(self) -> None:
         await self.server.stop()
+
+
+async def _remote_calls(handles: list, method: str) -> None:
+    """Call `method` on every actor; an actor's own exception is re-raised as itself, not
+    wrapped in Ray's RayTaskError with a remote traceback (health output stays one line)."""
+    import ray.exceptions
+
+    try:
+        await asyncio.gather(*(getattr(h, method).remote() for h in handles))
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.cause if isinstance(exc.cause, BaseException) else RuntimeError(str(exc).splitlines()[0])
+        raise cause from None

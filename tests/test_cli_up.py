@@ -35,17 +35,27 @@ def env() -> dict:
     return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
 
 
-def test_up_is_healthy_within_a_minute_and_sigint_leaves_nothing_behind(tmp_path):
+def start_up(tmp_path, *flags) -> tuple[subprocess.Popen, int]:
     port = free_port()
-    proc = subprocess.Popen([PEAKDESK, "up", "--data-dir", str(tmp_path / "data"), "--port", str(port), "--hosts", "2"],
+    proc = subprocess.Popen([PEAKDESK, "up", "--data-dir", str(tmp_path / "data"), "--port", str(port), *flags],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env(), text=True)
+    return proc, port
+
+
+def first_health_answer(proc, port, want_status: int, within: float = 60) -> tuple[int, dict] | None:
+    t0, answer = time.monotonic(), None
+    while time.monotonic() - t0 < within and proc.poll() is None:
+        answer = healthz(port)
+        if answer and answer[0] == want_status:
+            break
+        time.sleep(0.5)
+    return answer
+
+
+def test_up_is_healthy_within_a_minute_and_sigint_leaves_nothing_behind(tmp_path):
+    proc, port = start_up(tmp_path, "--hosts", "2")
     try:
-        t0, answer = time.monotonic(), None
-        while time.monotonic() - t0 < 60 and proc.poll() is None:
-            answer = healthz(port)
-            if answer and answer[0] == 200:
-                break
-            time.sleep(0.5)
+        answer = first_health_answer(proc, port, 200)
         assert answer == (200, {"status": "ok", "components": {"ray": "ok", "redis": "ok", "clickhouse": "ok"}}), \
             proc.stdout.read() if proc.poll() is not None else answer
 
@@ -91,3 +101,24 @@ def test_status_without_a_running_system_says_so(tmp_path):
                           env=env(), timeout=60)
     assert done.returncode == 2
     assert "no running peakdesk" in done.stderr
+
+
+def test_up_names_an_unreachable_clickhouse_in_healthz(tmp_path):
+    proc, port = start_up(tmp_path, "--hosts", "1", "--clickhouse-url", f"http://127.0.0.1:{free_port()}")
+    try:
+        status, body = first_health_answer(proc, port, 503)
+        assert status == 503 and body["status"] == "degraded"
+        assert body["components"]["ray"] == "ok" and body["components"]["redis"] == "ok"
+        assert body["components"]["clickhouse"].startswith("error: SinkUnavailable: ClickHouse at http://127.0.0.1:")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=90) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_up_with_an_unreachable_redis_says_so_and_starts_nothing(tmp_path):
+    done = subprocess.run([PEAKDESK, "up", "--data-dir", str(tmp_path), "--redis-url", f"redis://127.0.0.1:{free_port()}"],
+                          capture_output=True, text=True, env=env(), timeout=60)
+    assert done.returncode == 1
+    assert "cannot reach Redis at redis://127.0.0.1:" in done.stderr
