@@ -42,7 +42,7 @@ class Alarm(Actor):
         self.emit("alarm.rang")
 
 
-class Cluster:
+class LocalCluster:
     """N hosts sharing one Redis and one LocalTransport."""
 
     def __init__(self, redis_url: str, prefix: str, n: int, clock=None, idle_s: float = 600.0):
@@ -94,7 +94,7 @@ def run(coro):
 
 def test_every_session_handles_its_messages_once_and_in_order(redis_url, prefix):
     async def main():
-        async with Cluster(redis_url, prefix, 2) as c:
+        async with LocalCluster(redis_url, prefix, 2) as c:
             r = c.router()
             sessions = [ActorRef("session", "m1", f"s{i}") for i in range(200)]
             for k in range(10):  # interleave: message k of every session, then k+1
@@ -112,7 +112,7 @@ def test_every_session_handles_its_messages_once_and_in_order(redis_url, prefix)
 
 def test_a_resent_batch_is_not_handled_twice(redis_url, prefix):
     async def main():
-        async with Cluster(redis_url, prefix, 1) as c:
+        async with LocalCluster(redis_url, prefix, 1) as c:
             envs = [Envelope(ActorRef("session", "m1", "s1"), "message", {"n": i}, "gw@1", i + 1) for i in range(5)]
             payload = encode_batch(envs)
             await c.hosts["host-0"].deliver(payload)
@@ -124,7 +124,7 @@ def test_a_resent_batch_is_not_handled_twice(redis_url, prefix):
 
 def test_a_restarted_host_restores_state_and_still_drops_resent_envelopes(redis_url, prefix):
     async def main():
-        async with Cluster(redis_url, prefix, 1) as c:
+        async with LocalCluster(redis_url, prefix, 1) as c:
             envs = [Envelope(ActorRef("session", "m1", "s1"), "message", {"n": i}, "gw@1", i + 1) for i in range(3)]
             await c.hosts["host-0"].deliver(encode_batch(envs))
             await c.hosts["host-0"].stop()
@@ -139,7 +139,7 @@ def test_a_restarted_host_restores_state_and_still_drops_resent_envelopes(redis_
 
 def test_draining_moves_actors_with_their_state(redis_url, prefix):
     async def main():
-        async with Cluster(redis_url, prefix, 2) as c:
+        async with LocalCluster(redis_url, prefix, 2) as c:
             r = c.router()
             sessions = [ActorRef("session", "m1", f"s{i}") for i in range(60)]
             await r.send([Envelope(s, "message", {"n": 0}) for s in sessions])
@@ -164,7 +164,7 @@ def test_draining_moves_actors_with_their_state(redis_url, prefix):
 def test_idle_actors_passivate_and_come_back_with_state(redis_url, prefix):
     async def main():
         clock = FakeClock()
-        async with Cluster(redis_url, prefix, 1, clock=clock, idle_s=60) as c:
+        async with LocalCluster(redis_url, prefix, 1, clock=clock, idle_s=60) as c:
             r, s = c.router(), ActorRef("session", "m1", "idle")
             await r.send([Envelope(s, "message", {"n": 0})])
             clock.t += 3600
@@ -179,7 +179,7 @@ def test_idle_actors_passivate_and_come_back_with_state(redis_url, prefix):
 def test_timers_fire_and_survive_a_restart(redis_url, prefix):
     async def main():
         clock = FakeClock()
-        async with Cluster(redis_url, prefix, 1, clock=clock) as c:
+        async with LocalCluster(redis_url, prefix, 1, clock=clock) as c:
             a = ActorRef("alarm", "m1", "a1")
             await c.router().send([Envelope(a, "set", {"delay": 30})])
             await c.hosts["host-0"].stop()
@@ -197,7 +197,7 @@ def test_timers_fire_and_survive_a_restart(redis_url, prefix):
 
 def test_session_queue_and_agent_exchange_messages(redis_url, prefix):
     async def main():
-        async with Cluster(redis_url, prefix, 2) as c:
+        async with LocalCluster(redis_url, prefix, 2) as c:
             r = c.router()
             agent = ActorRef("agent", "m1", "alice")
             await r.send([Envelope(agent, "status", {"status": "online", "capacity": 2, "groups": ["pre"]})])
@@ -227,7 +227,7 @@ def test_an_actor_may_not_message_another_merchant(redis_url, prefix):
             self.send(ActorRef("queue", "other-merchant", "g"), "enqueue", {"session": "x"})
 
     async def main():
-        async with Cluster(redis_url, prefix, 1) as c:
+        async with LocalCluster(redis_url, prefix, 1) as c:
             c.hosts["host-0"].kinds["session"] = Rogue
             await c.router().send([Envelope(ActorRef("session", "m1", "r"), "message", {})])
             assert c.hosts["host-0"].stats["errors"] == 1
@@ -241,7 +241,7 @@ def test_nothing_is_acknowledged_while_redis_is_down_and_nothing_lost_after(tmp_
     servers = [start_redis(tmp_path / "r")]
 
     async def main():
-        async with Cluster(servers[0].url, prefix, 1) as c:
+        async with LocalCluster(servers[0].url, prefix, 1) as c:
             r, s = c.router(), ActorRef("session", "m1", "outage")
             await r.send([Envelope(s, "message", {"n": 0})])
             servers[0].kill()
@@ -265,7 +265,7 @@ def test_nothing_is_acknowledged_while_redis_is_down_and_nothing_lost_after(tmp_
 
 def test_messages_committed_for_a_down_host_are_sent_by_the_next_incarnation(redis_url, prefix):
     async def main():
-        async with Cluster(redis_url, prefix, 2) as c:
+        async with LocalCluster(redis_url, prefix, 2) as c:
             a = next(f"a{i}" for i in range(1000) if c.table.owner(ActorRef("echo", "m1", f"a{i}")) == "host-0")
             b = next(f"b{i}" for i in range(1000) if c.table.owner(ActorRef("echo", "m1", f"b{i}")) == "host-1")
             c.transport.down.add("host-1")
