@@ -31,6 +31,10 @@ from .transport import HostTransport
 
 log = logging.getLogger(__name__)
 
+# Local sends (actor to actor on this host) run in the same round, pass after pass; a chain
+# longer than this continues in a later round via the pending-outgoing stream, so one endless
+# ping-pong can't hold the round (and every sender's acknowledgement) forever.
+MAX_LOCAL_PASSES = 64
 MAX_HOPS = 8             # forwarding beyond this means the tables disagree; claim it here
 HEARTBEAT_S = 2.0        # host heartbeat period; the key lives HEARTBEAT_TTL_S
 HEARTBEAT_TTL_S = 10     # a host silent this long loses its activations to others
@@ -197,8 +201,12 @@ class ActorHost:
         actors send leaves after the commit, as pending outgoing, so a crash can't send it twice."""
         forwards: list[asyncio.Future] = []
         dirty: dict[ActorRef, Actor] = {}
-        pending, external = envs, True
+        pending, external, passes = envs, True, 0
         while pending:
+            passes += 1
+            if passes > MAX_LOCAL_PASSES:  # a chain of local sends: finish it next round, durably
+                commit.outgoing.extend(e.to_wire() for e in pending)
+                break
             elsewhere = await self._activate([e.target for e in pending if e.target not in self.active])
             local_sends: list[Envelope] = []
             for env in pending:
