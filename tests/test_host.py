@@ -282,3 +282,18 @@ def test_messages_committed_for_a_down_host_are_sent_by_the_next_incarnation(red
             assert c.hosts["host-1"].actor_state(f"echo:m1:{b}")["state"]["received"] == 1
             assert await c.r.xlen(f"{prefix}host:host-0:pending") == 0
     run(main())
+
+
+def test_an_endless_local_ping_pong_does_not_hold_a_round(redis_url, prefix):
+    async def main():
+        async with LocalCluster(redis_url, prefix, 1) as c:
+            a, b = ActorRef("echo", "m1", "ping"), ActorRef("echo", "m1", "pong")
+            await c.router().send([Envelope(a, "relay", {"peer": "pong", "left": 300})])  # acknowledged at once
+            for _ in range(500):
+                got = [c.hosts["host-0"].actor_state(r.key) for r in (a, b)]
+                if all(got) and sum(g["state"]["received"] for g in got) == 301:
+                    break
+                await asyncio.sleep(0.01)
+            assert sum(g["state"]["received"] for g in got) == 301
+            assert c.hosts["host-0"].stats["rounds"] >= 300 // 64
+    run(main())
