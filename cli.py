@@ -64,14 +64,161 @@ def status(data_dir, redis_url, prefix, as_json) -> None:
     """Hosts, activations, mailboxes, outbox backlog and presence counts."""
     from actors.status import collect, render
 
-    if redis_url is None:
-        run_file = (data_dir or default_data_dir()) / RUN_FILE
-        if not run_file.exists():
-            raise click.UsageError(f"no running peakdesk found ({run_file} is missing); pass --redis-url")
-        info = orjson.loads(run_file.read_bytes())
-        redis_url, prefix = info["redis_url"], info["prefix"]
+    redis_url, prefix = _find_system(data_dir, redis_url, prefix)
     report = asyncio.run(collect(redis_url, prefix))
     click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() if as_json else render(report))
+
+
+def _find_system(data_dir: Path | None, redis_url: str | None, prefix: str) -> tuple[str, str]:
+    """The Redis of a running `peakdesk up` (from its run file), or the one given."""
+    if redis_url is not None:
+        return redis_url, prefix
+    run_file = (data_dir or default_data_dir()) / RUN_FILE
+    if not run_file.exists():
+        raise click.UsageError(f"no running peakdesk found ({run_file} is missing); pass --redis-url")
+    info = orjson.loads(run_file.read_bytes())
+    return info["redis_url"], info["prefix"]
+
+
+def _system_options(fn):
+    fn = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                      help="The data dir of a running `peakdesk up`.")(fn)
+    fn = click.option("--redis-url", default=None, help="The cluster's Redis (instead of --data-dir).")(fn)
+    fn = click.option("--prefix", default="pd:", show_default=True, help="Key prefix of the cluster.")(fn)
+    return fn
+
+
+def _admin(data_dir, redis_url, prefix, fn):
+    from actors.admin_cli import AdminError, run
+    from storage.records import Conflict, NotFound
+
+    url, prefix = _find_system(data_dir, redis_url, prefix)
+    try:
+        return run(url, prefix, fn)
+    except (AdminError, NotFound, Conflict, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _echo_json(value) -> None:
+    click.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+
+
+@main.group()
+def merchant() -> None:
+    """Merchants (tenants)."""
+
+
+@merchant.command("create")
+@click.argument("merchant_id")
+@click.option("--name", required=True, help="Display name.")
+@_system_options
+def merchant_create(merchant_id, name, data_dir, redis_url, prefix) -> None:
+    """Create a merchant; prints its customer-signing secret once."""
+    from actors.admin_cli import operator, validated
+    from gateway.schemas import Id, Name, Strict
+
+    class Body(Strict):
+        merchant_id: Id
+        name: Name
+
+    body = validated(Body, merchant_id=merchant_id, name=name)
+    record, secret = _admin(data_dir, redis_url, prefix,
+                            lambda rs: rs.create_merchant(body.merchant_id, body.name, None, actor=operator()))
+    _echo_json(record)
+    click.echo(f"customer signing secret (shown once; give it to the merchant's web team): {secret}")
+
+
+@merchant.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@_system_options
+def merchant_list(as_json, data_dir, redis_url, prefix) -> None:
+    """List merchants."""
+    items = _admin(data_dir, redis_url, prefix, lambda rs: rs.list_merchants())
+    if as_json:
+        return _echo_json(items)
+    for m in items:
+        click.echo(f"{m['merchant_id']:<24}{m['name']}")
+
+
+@main.group()
+def agent() -> None:
+    """Agents of a merchant."""
+
+
+@agent.command("add")
+@click.option("--merchant", "merchant_id", required=True)
+@click.option("--username", required=True)
+@click.option("--name", required=True)
+@click.option("--role", type=click.Choice(["owner", "admin", "supervisor", "agent"]), default="agent", show_default=True)
+@click.option("--group", "groups", multiple=True, help="Skill group (repeatable).")
+@click.option("--skill", "skills", multiple=True, help="Skill (repeatable).")
+@click.option("--max-concurrent", type=int, default=5, show_default=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input (else one is generated).")
+@_system_options
+def agent_add(merchant_id, username, name, role, groups, skills, max_concurrent, password_stdin,
+              data_dir, redis_url, prefix) -> None:
+    """Add an agent; prints a generated password once unless --password-stdin."""
+    from actors.admin_cli import AdminError, new_password, operator, validated
+    from gateway.auth import hash_password, password_problem
+    from gateway.schemas import AgentCreate
+
+    password = click.get_text_stream("stdin").readline().rstrip("\n") if password_stdin else new_password()
+    body = validated(AgentCreate, username=username, name=name, password=password, role=role, groups=list(groups),
+                     skills=list(skills), max_concurrent=max_concurrent)
+    if problem := password_problem(password):
+        raise click.ClickException(f"password: {problem}")
+    fields = body.model_dump(exclude={"password"})
+    record = _admin(data_dir, redis_url, prefix, lambda rs: rs.create_agent(
+        merchant_id, password_hash=hash_password(password), actor=operator(), **fields))
+    _echo_json(record)
+    if not password_stdin:
+        click.echo(f"password (shown once): {password}")
+
+
+@agent.command("list")
+@click.option("--merchant", "merchant_id", required=True)
+@click.option("--json", "as_json", is_flag=True)
+@_system_options
+def agent_list(merchant_id, as_json, data_dir, redis_url, prefix) -> None:
+    """List a merchant's agents."""
+    items = _admin(data_dir, redis_url, prefix, lambda rs: rs.list_agents(merchant_id))
+    if as_json:
+        return _echo_json(items)
+    for a in items:
+        state = "enabled" if a.get("enabled", True) else "disabled"
+        click.echo(f"{a['agent_id']:<14}{a['username']:<20}{a['role']:<12}{state:<10}{a['name']}")
+
+
+@agent.command("disable")
+@click.option("--merchant", "merchant_id", required=True)
+@click.argument("agent_id")
+@_system_options
+def agent_disable(merchant_id, agent_id, data_dir, redis_url, prefix) -> None:
+    """Disable an agent: it can no longer log in, and its tokens stop working."""
+    from actors.admin_cli import operator
+
+    _echo_json(_admin(data_dir, redis_url, prefix, lambda rs: rs.disable_agent(merchant_id, agent_id, actor=operator())))
+
+
+@main.group()
+def apikey() -> None:
+    """API keys for a merchant's back-end systems."""
+
+
+@apikey.command("create")
+@click.option("--merchant", "merchant_id", required=True)
+@click.option("--name", required=True, help="What uses the key, e.g. 'OMS sync'.")
+@_system_options
+def apikey_create(merchant_id, name, data_dir, redis_url, prefix) -> None:
+    """Create an API key; prints it once (only its hash is kept)."""
+    from actors.admin_cli import operator, validated
+    from gateway.schemas import ApiKeyCreate
+
+    body = validated(ApiKeyCreate, name=name)
+    record, plaintext = _admin(data_dir, redis_url, prefix,
+                               lambda rs: rs.create_api_key(merchant_id, name=body.name, actor=operator()))
+    _echo_json(record)
+    click.echo(f"api key (shown once): {plaintext}")
 
 
 if __name__ == "__main__":

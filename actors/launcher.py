@@ -39,6 +39,21 @@ def _redacted(url: str) -> str:
     return u._replace(netloc=f"***@{u.hostname}:{u.port}").geturl() if u.password else url
 
 
+def ensure_secret(path: str) -> None:
+    import secrets
+
+    if not os.path.exists(path):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48))
+
+
+def _demo_merchant(settings: Settings):
+    from .admin_cli import create_demo_merchant, run
+
+    return run(settings.redis_url, settings.prefix, lambda rs: create_demo_merchant(rs, settings.data_dir))
+
+
 def run_until_signalled(settings: Settings, stop: threading.Event, run_file_name: str) -> int:
     import ray
 
@@ -54,13 +69,18 @@ def run_until_signalled(settings: Settings, stop: threading.Event, run_file_name
             redis_server = start_redis(settings.data_dir / "redis")
             settings = dataclasses.replace(settings, redis_url=redis_server.url)
         _check_redis(settings.redis_url)
+        ensure_secret(settings.secret_file)
         cluster = Cluster(settings)
         cluster.start()
+        demo = _demo_merchant(settings)
         url = f"http://{settings.host}:{cluster.gateway_port}"
         run_file.write_bytes(orjson.dumps({"redis_url": settings.redis_url, "prefix": settings.prefix,
                                            "gateway_url": url, "pid": os.getpid(), "started": time.time()}))
         print(f"peakdesk is up: {url}  (health: {url}/healthz; status: peakdesk status"
               f" --data-dir {settings.data_dir}; Ctrl-C stops)", flush=True)
+        if demo:
+            print(f"demo merchant created: log in with POST {url}/api/v1/auth/login and the merchant, username"
+                  f" and password in {demo} (readable by you only)", flush=True)
         while not stop.wait(0.5):
             pass
         print("peakdesk: stopping", flush=True)

@@ -63,6 +63,11 @@ class Settings:
         return self.clickhouse_url is None or self.clickhouse_url.startswith("chdb:")
 
     @property
+    def secret_file(self) -> str:
+        """Signs login tokens; created by `peakdesk up` (mode 0600) if missing."""
+        return str(self.data_dir / "secret.key")
+
+    @property
     def clickhouse_dsn(self) -> str:
         return self.clickhouse_url or f"chdb://{self.data_dir / 'clickhouse'}"
 

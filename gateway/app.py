@@ -6,9 +6,14 @@ import asyncio
 from typing import Awaitable, Callable, Mapping
 
 import orjson
-from quart import Quart, Response, request
+from quart import Quart, Response
+
+from . import errors
 
 Check = Callable[[], Awaitable[None]]
+
+# Admin bodies are small records; anything larger is refused before it is read (413).
+MAX_BODY_BYTES = 256 * 1024
 
 
 def json_response(body: dict, status: int = 200) -> Response:
@@ -26,8 +31,12 @@ async def _run_check(check: Check, timeout: float) -> str:
         return f"error: {type(exc).__name__}: {first_line[:300]}"
 
 
-def create_app(checks: Mapping[str, Check], check_timeout: float = 3.0) -> Quart:
+def create_app(checks: Mapping[str, Check], check_timeout: float = 3.0, services=None) -> Quart:
+    """`services` (gateway.context.Services) mounts the REST API; without it only health."""
     app = Quart("peakdesk.gateway")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    if services is not None:
+        _mount_api(app, services)
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -38,12 +47,38 @@ def create_app(checks: Mapping[str, Check], check_timeout: float = 3.0) -> Quart
         return json_response({"status": "ok" if healthy else "degraded", "components": components},
                              200 if healthy else 503)
 
-    @app.errorhandler(404)
-    async def not_found(_exc) -> Response:
-        return json_response({"error": "not found", "path": request.path}, 404)
-
-    @app.errorhandler(405)
-    async def not_allowed(_exc) -> Response:
-        return json_response({"error": "method not allowed", "method": request.method, "path": request.path}, 405)
-
+    errors.install(app)
     return app
+
+
+def _mount_api(app: Quart, services) -> None:
+    from quart_schema import QuartSchema
+
+    from .admin_api import api
+    from .auth import AuthError
+    from .auth_api import auth_api
+    from storage.records import Conflict, NotFound
+
+    app.config["PEAKDESK_SERVICES"] = services
+    QuartSchema(app, openapi_path="/openapi.json", swagger_ui_path=None, redoc_ui_path=None, scalar_ui_path=None,
+                info={"title": "peakdesk admin API", "version": "1"},
+                security_schemes={"bearer": {"type": "http", "scheme": "bearer"}}, security=[{"bearer": []}])
+    app.register_blueprint(auth_api)
+    app.register_blueprint(api)
+
+    @app.errorhandler(AuthError)
+    async def unauthenticated(exc: AuthError) -> Response:
+        return errors.error_response(401, exc.code, exc.message)
+
+    @app.errorhandler(NotFound)
+    async def not_found_record(exc: NotFound) -> Response:
+        return errors.error_response(404, "not_found", str(exc))
+
+    @app.errorhandler(Conflict)
+    async def conflict(exc: Conflict) -> Response:
+        return errors.error_response(409, "conflict", str(exc), getattr(exc, "field", None))
+
+    @app.errorhandler(ValueError)
+    async def invalid_value(exc: ValueError) -> Response:
+        field = str(exc).split(":", 1)[0] if ":" in str(exc) else None
+        return errors.error_response(422, "invalid_field", str(exc), field)

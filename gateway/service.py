@@ -16,7 +16,11 @@ import redis.asyncio as aioredis
 from actors.settings import Settings
 from storage.presence import Presence
 
+from storage.records import RecordStore
+
 from .app import create_app
+from .auth import TokenSigner
+from .context import Services
 from .server import GatewayServer
 
 log = logging.getLogger(__name__)
@@ -31,7 +35,9 @@ class GatewayService:
         self.redis = aioredis.from_url(self.settings.redis_url)
         self.presence = Presence(self.redis, self.settings.prefix)
         checks = {"ray": self._check_hosts, "redis": self._check_redis, "clickhouse": self._check_clickhouse}
-        self.server = GatewayServer(create_app(checks), self.settings.host, self.settings.port)
+        services = Services(RecordStore(self.redis, self.settings.prefix),
+                            TokenSigner(load_secret(self.settings.secret_file)))
+        self.server = GatewayServer(create_app(checks, services=services), self.settings.host, self.settings.port)
         self._handles: dict[str, object] = {}
         self.ready = asyncio.get_running_loop().create_task(self._start())
 
@@ -91,3 +97,13 @@ async def _remote_calls(handles: list, method: str) -> None:
     except ray.exceptions.RayTaskError as exc:
         cause = exc.cause if isinstance(exc.cause, BaseException) else RuntimeError(str(exc).splitlines()[0])
         raise cause from None
+
+
+def load_secret(path: str) -> bytes:
+    """The token-signing secret: PEAKDESK_SECRET if set (multi-node deployments inject it),
+    else the file `peakdesk up` created under the data dir."""
+    from_env = os.environ.get("PEAKDESK_SECRET")
+    if from_env:
+        return from_env.encode()
+    with open(path, "rb") as f:
+        return f.read().strip()

@@ -1,12 +1,12 @@
 """Presence in Redis, with TTLs, so every node and the CLI see the same picture.
 
-Keys (every merchant's carry its merchant id):
-- `{p}m:{m}:agent:{id}` — hash status/capacity/load/updated, expires after its TTL.
-- `{p}m:{m}:agents` — sorted set of agent ids scored by expiry time: listing and counting
-  without scanning, stale members pruned on read.
-- `{p}m:{m}:customers` — sorted set customer id -> expiry; `{p}m:{m}:customer:{id}` -> gateway.
-- `{p}m:{m}:conn:{conn}` — which gateway holds a connection (TTL).
-- `{p}merchants` — the merchants with any presence (for the cluster-wide summary).
+Keys (every merchant's carry its merchant id), under `{p}m:{m}:presence:`:
+- `agent:{id}` — hash status/capacity/load/updated, expires after its TTL.
+- `agents` — sorted set of agent ids scored by expiry time: listing and counting without
+  scanning, stale members pruned on read.
+- `customers` — sorted set customer id -> expiry; `customer:{id}` -> gateway.
+- `conn:{conn}` — which gateway holds a connection (TTL).
+And `{p}presence:merchants` — the merchants with any presence (for the cluster-wide summary).
 - `{p}hb:{role}:{node}` — a host's, gateway's or writer's heartbeat: JSON stats with a TTL.
 The clock is injected: expiry in the sorted sets is computed from it, so tests need no sleeps.
 """
@@ -48,7 +48,7 @@ class Presence:
     def _m(self, merchant: str) -> str:
         if not merchant or ":" in merchant:
             raise ValueError(f"merchant must be non-empty without ':', got {merchant!r}")
-        return f"{self.p}m:{merchant}:"
+        return f"{self.p}m:{merchant}:presence:"
 
     # -- agents ----------------------------------------------------------------------------------
     async def set_agent(self, merchant: str, agent_id: str, status: str | AgentStatus, capacity: int,
@@ -66,7 +66,7 @@ class Presence:
                                                        "updated": now})
             pipe.expire(f"{m}agent:{agent_id}", ttl)
             pipe.zadd(f"{m}agents", {agent_id: now + ttl})
-            pipe.sadd(f"{self.p}merchants", merchant)
+            pipe.sadd(f"{self.p}presence:merchants", merchant)
         await pipe.execute()
 
     async def get_agent(self, merchant: str, agent_id: str) -> dict | None:
@@ -99,7 +99,7 @@ class Presence:
         pipe = self.r.pipeline(transaction=True)
         pipe.zadd(f"{m}customers", {customer_id: self.clock() + ttl})
         pipe.set(f"{m}customer:{customer_id}", gateway_id, ex=ttl)
-        pipe.sadd(f"{self.p}merchants", merchant)
+        pipe.sadd(f"{self.p}presence:merchants", merchant)
         await pipe.execute()
 
     async def set_customer_offline(self, merchant: str, customer_id: str) -> None:
@@ -144,7 +144,7 @@ class Presence:
 
     async def summary(self) -> dict:
         """Across merchants: agents by status, customers online, merchants with presence."""
-        merchants = sorted(m.decode() for m in await self.r.smembers(f"{self.p}merchants"))
+        merchants = sorted(m.decode() for m in await self.r.smembers(f"{self.p}presence:merchants"))
         agents = {s.value: 0 for s in AgentStatus if s is not AgentStatus.OFFLINE}
         customers = 0
         for merchant in merchants:

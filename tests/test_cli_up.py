@@ -67,6 +67,17 @@ def test_up_is_healthy_within_a_minute_and_sigint_leaves_nothing_behind(tmp_path
         assert all(h["state"] == "up" for h in report["hosts"])
         assert report["outbox"]["events"] == 0
 
+        login_file = tmp_path / "data" / "demo-login.txt"
+        assert oct(login_file.stat().st_mode & 0o777) == "0o600"
+        creds = dict(line.split(": ", 1) for line in login_file.read_text().splitlines())
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/auth/login", method="POST",
+                                     data=json.dumps(creds).encode(), headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            token = json.loads(resp.read())["token"]
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/agents", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert [a["username"] for a in json.loads(resp.read())["items"]] == ["owner"]
+
         family = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
         assert len(family) > 3  # redis, Ray's processes, the actors
         proc.send_signal(signal.SIGINT)

@@ -61,7 +61,8 @@ def test_healthz_reports_a_hanging_component_as_a_timeout():
 
 
 def test_unknown_paths_answer_json_404():
-    assert serve_and_get({}, "/nope") == (404, {"error": "not found", "path": "/nope"})
+    assert serve_and_get({}, "/nope") == (404, {"error": "not_found", "message": "no such path: /nope",
+                                                "field": None, "details": []})
 
 
 def test_a_port_in_use_is_refused_naming_the_address():

@@ -45,7 +45,7 @@ def test_agents_expire_without_heartbeat_and_keys_carry_ttls(redis_url, prefix):
 
     async def body(p, r):
         await p.set_agent("m1", "alice", "busy", capacity=2, load=2, ttl=30)
-        assert 0 < await r.ttl(f"{prefix}m:m1:agent:alice") <= 30
+        assert 0 < await r.ttl(f"{prefix}m:m1:presence:agent:alice") <= 30
         clock.t += 31
         assert await p.get_agent("m1", "alice") is None
         assert await p.agents("m1") == []

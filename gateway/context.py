@@ -1,0 +1,80 @@
+"""Who is calling and what they may do: the principal behind a request, resolved once per
+request from its bearer token or API key, and checked against the permission matrix.
+
+Tenancy: the merchant of every admin request is the principal's merchant — never a URL or body
+field — so a caller can only ever name records of its own merchant.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from quart import current_app, g, request
+
+from storage.records import RecordStore
+
+from .auth import AuthError, Principal, TokenSigner, bearer_token
+from .errors import ApiError
+from .permissions import Action, Forbidden, require
+
+
+@dataclass
+class Services:
+    records: RecordStore
+    signer: TokenSigner
+
+
+def services() -> Services:
+    return current_app.config["PEAKDESK_SERVICES"]
+
+
+async def current_principal() -> Principal:
+    if "principal" not in g:
+        g.principal = await _resolve(request.headers.get("Authorization"), request.headers.get("X-Api-Key"))
+    return g.principal
+
+
+async def _resolve(authorization: str | None, api_key: str | None) -> Principal:
+    svc = services()
+    token = api_key if api_key and not authorization else bearer_token(authorization)
+    if token.startswith("pdk_"):
+        record = await svc.records.verify_api_key(token)
+        if record is None:
+            raise AuthError("bad_api_key", "unknown or revoked API key")
+        return Principal(kind="apikey", merchant=record["merchant"], id=record["key_id"], role="api")
+    principal = svc.signer.verify(token)
+    if principal.kind == "agent":
+        await _check_agent_current(svc.records, principal)
+    return principal
+
+
+async def _check_agent_current(records: RecordStore, p: Principal) -> None:
+    """A token outlives nothing it was issued for: a disabled agent, a changed password or role."""
+    try:
+        agent = await records.get_agent(p.merchant, p.id)
+    except LookupError:
+        raise AuthError("revoked_token", "the agent of this token no longer exists") from None
+    if not agent.get("enabled", True) or agent.get("token_version", 0) != p.token_version or agent["role"] != p.role:
+        raise AuthError("revoked_token", "this token was revoked; log in again")
+
+
+def authorized(action: Action) -> Callable:
+    """Route decorator: the caller must be authenticated and its role allowed `action`; the
+    handler receives the principal as `who`."""
+    def decorator(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            who = await current_principal()
+            try:
+                require(who.role, action)
+            except Forbidden as exc:
+                raise ApiError(403, "forbidden", str(exc)) from None
+            return await fn(*args, who=who, **kwargs)
+        return wrapper
+    return decorator
+
+
+def actor_of(who: Principal) -> str:
+    """How audit events name the caller."""
+    return f"{who.kind}:{who.id}"

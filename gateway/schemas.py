@@ -1,0 +1,173 @@
+"""Request bodies of the admin REST API, validated at the edge (pydantic, via quart-schema,
+which also writes them into /openapi.json). Strict: no type coercion ("5" is not 5), unknown
+fields refused, lengths bounded, no control characters in any text."""
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal, Optional, Union
+from zoneinfo import ZoneInfo, available_timezones
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _no_control_in_line(v: str) -> str:
+    if _CONTROL_LINE.search(v):
+        raise ValueError("must not contain control characters")
+    return v
+
+
+def _no_control_in_text(v: str) -> str:
+    if _CONTROL.search(v):
+        raise ValueError("must not contain control characters (newlines and tabs are allowed)")
+    return v
+
+
+Id = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+Username = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=100), AfterValidator(_no_control_in_line)]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=32), AfterValidator(_no_control_in_line)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=4000), AfterValidator(_no_control_in_text)]
+Password = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+Color = Annotated[str, StringConstraints(pattern=r"^#[0-9a-fA-F]{6}$")]
+Url = Annotated[str, StringConstraints(max_length=2048, pattern=r"^https?://[^\s]+$")]
+Role = Literal["owner", "admin", "supervisor", "agent"]
+Clock = Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+AttrKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-\u4e00-\u9fff]{1,64}$")]
+AttrValue = Union[Annotated[str, StringConstraints(max_length=1024), AfterValidator(_no_control_in_line)],
+                  int, float, bool, None]
+_ZONES = available_timezones()
+
+
+def _known_zone(v: str) -> str:
+    if v not in _ZONES:
+        raise ValueError(f"unknown time zone {v!r} (an IANA name such as Asia/Shanghai)")
+    ZoneInfo(v)
+    return v
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Span(Strict):
+    start: Clock
+    end: Clock
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Span":
+        if self.start >= self.end:
+            raise ValueError("start must be before end")
+        return self
+
+
+class BusinessHours(Strict):
+    timezone: Annotated[str, AfterValidator(_known_zone)] = "Asia/Shanghai"
+    days: dict[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+               Annotated[list[Span], Field(max_length=4)]] = {}
+
+
+class Theme(Strict):
+    primary_color: Optional[Color] = None
+    accent_color: Optional[Color] = None
+    icon_url: Optional[Url] = None
+    avatar_url: Optional[Url] = None
+    nickname: Optional[Name] = None
+
+
+class MerchantSettings(Strict):
+    welcome_message: Optional[Text] = None
+    business_hours: Optional[BusinessHours] = None
+    theme: Optional[Theme] = None
+
+
+class MerchantUpdate(Strict):
+    name: Optional[Name] = None
+    settings: Optional[MerchantSettings] = None
+
+
+class LoginBody(Strict):
+    merchant: Id
+    username: Username
+    password: Password
+
+
+class VisitorBody(Strict):
+    merchant: Id
+
+
+class CustomerIdentityBody(Strict):
+    merchant: Id
+    customer_id: Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(_no_control_in_line)]
+    ts: int
+    signature: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class AgentCreate(Strict):
+    username: Username
+    name: Name
+    password: Password
+    role: Role = "agent"
+    skills: Annotated[list[Label], Field(max_length=50)] = []
+    groups: Annotated[list[Id], Field(max_length=50)] = []
+    max_concurrent: Annotated[int, Field(ge=1, le=100)] = 5
+
+
+class AgentUpdate(Strict):
+    name: Optional[Name] = None
+    role: Optional[Role] = None
+    skills: Optional[Annotated[list[Label], Field(max_length=50)]] = None
+    groups: Optional[Annotated[list[Id], Field(max_length=50)]] = None
+    max_concurrent: Optional[Annotated[int, Field(ge=1, le=100)]] = None
+    enabled: Optional[bool] = None
+
+
+class PasswordBody(Strict):
+    password: Password
+
+
+class GroupRouting(Strict):
+    strategy: Literal["least_load", "round_robin", "returning_customer", "skills", "manual"] = "least_load"
+    required_skills: Annotated[list[Label], Field(max_length=20)] = []
+    overflow_group: Optional[Id] = None
+    overflow_after_s: Annotated[int, Field(ge=0, le=86400)] = 0
+    returning_within_days: Annotated[int, Field(ge=0, le=365)] = 7
+
+
+class GroupCreate(Strict):
+    group_id: Id
+    name: Name
+    routing: GroupRouting = GroupRouting()
+
+
+class GroupUpdate(Strict):
+    name: Optional[Name] = None
+    routing: Optional[GroupRouting] = None
+
+
+class AttributesBody(Strict):
+    attributes: Annotated[dict[AttrKey, AttrValue], Field(max_length=100)]
+
+
+class QuickReplyCreate(Strict):
+    shortcut: Label
+    text: Text
+    category: Annotated[str, StringConstraints(max_length=32), AfterValidator(_no_control_in_line)] = ""
+    shared: bool = False  # merchant-wide (supervisors and up) or the caller's own
+
+
+class QuickReplyUpdate(Strict):
+    shortcut: Optional[Label] = None
+    text: Optional[Text] = None
+    category: Optional[Annotated[str, StringConstraints(max_length=32), AfterValidator(_no_control_in_line)]] = None
+
+
+class ApiKeyCreate(Strict):
+    name: Name
+
+
+def changes(model: BaseModel) -> dict:
+    """The fields the client actually sent (PATCH semantics)."""
+    return model.model_dump(exclude_unset=True)
