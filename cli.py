@@ -109,11 +109,15 @@ def merchant() -> None:
 
 
 @merchant.command("create")
-@click.argument("merchant_id")
+@click.argument("merchant_id", required=False)
+@click.option("--id", "merchant_id_opt", default=None, help="The merchant id (or give it as the argument).")
 @click.option("--name", required=True, help="Display name.")
 @_system_options
-def merchant_create(merchant_id, name, data_dir, redis_url, prefix) -> None:
+def merchant_create(merchant_id, merchant_id_opt, name, data_dir, redis_url, prefix) -> None:
     """Create a merchant; prints its customer-signing secret once."""
+    merchant_id = merchant_id or merchant_id_opt
+    if not merchant_id:
+        raise click.UsageError("give the merchant id: peakdesk merchant create SHOP_ID --name NAME")
     from actors.admin_cli import operator, validated
     from gateway.schemas import Id, Name, Strict
 
@@ -191,13 +195,22 @@ def agent_list(merchant_id, as_json, data_dir, redis_url, prefix) -> None:
 
 @agent.command("disable")
 @click.option("--merchant", "merchant_id", required=True)
-@click.argument("agent_id")
+@click.argument("agent_id", required=False)
+@click.option("--agent", "agent_opt", default=None, help="Agent id or username (or give the id as the argument).")
 @_system_options
-def agent_disable(merchant_id, agent_id, data_dir, redis_url, prefix) -> None:
+def agent_disable(merchant_id, agent_id, agent_opt, data_dir, redis_url, prefix) -> None:
     """Disable an agent: it can no longer log in, and its tokens stop working."""
     from actors.admin_cli import operator
 
-    _echo_json(_admin(data_dir, redis_url, prefix, lambda rs: rs.disable_agent(merchant_id, agent_id, actor=operator())))
+    agent_id = agent_id or agent_opt
+    if not agent_id:
+        raise click.UsageError("give the agent: peakdesk agent disable --merchant SHOP_ID AGENT_ID")
+
+    async def by_id_or_username(rs):
+        found = await rs.find_login(merchant_id, agent_id)
+        return await rs.disable_agent(merchant_id, found[0]["agent_id"] if found else agent_id, actor=operator())
+
+    _echo_json(_admin(data_dir, redis_url, prefix, by_id_or_username))
 
 
 @main.group()

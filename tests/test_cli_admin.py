@@ -51,6 +51,10 @@ def test_operator_sets_up_a_merchant_with_an_agent_and_an_api_key(redis_url, pre
 
     disabled = pd(redis_url, prefix, "agent", "disable", "--merchant", "tmall-shop", agents[0]["agent_id"])
     assert disabled.returncode == 0 and json.loads(disabled.stdout)["enabled"] is False
+    by_name = pd(redis_url, prefix, "agent", "disable", "--merchant", "tmall-shop", "--agent", "xiaomei")
+    assert by_name.returncode == 0 and json.loads(by_name.stdout)["agent_id"] == agents[0]["agent_id"]
+    also = pd(redis_url, prefix, "merchant", "create", "--id", "jd-shop", "--name", "京东店")
+    assert also.returncode == 0, also.stderr
 
 
 def test_operator_mistakes_are_named_and_change_nothing(redis_url, prefix):
