@@ -28,11 +28,19 @@ class UnknownMessage(Exception):
 class Turn:
     """What one handler produced; committed together or not at all."""
 
-    __slots__ = ("events", "sends")
+    __slots__ = ("events", "sends", "pushes", "logs")
 
     def __init__(self) -> None:
         self.events: list[Event] = []
         self.sends: list[Envelope] = []
+        self.pushes: list[tuple[str, dict]] = []   # (connection "gateway/conn", frame)
+        self.logs: list[tuple[int, dict]] = []     # (seq, record) for this actor's log
+
+    def clear(self) -> None:
+        self.events.clear()
+        self.sends.clear()
+        self.pushes.clear()
+        self.logs.clear()
 
 
 class Actor:
@@ -97,6 +105,17 @@ class Actor:
         if target.merchant != self.ref.merchant:
             raise PermissionError(f"{self.ref} may not message {target}: another merchant")
         self.turn.sends.append(Envelope(target, type, body or {}))
+
+    def push(self, connection: str, frame: dict) -> None:
+        """Send `frame` to a client connection ("<gateway id>/<connection id>") after this turn
+        is committed. At most once: a client that misses pushes (its gateway died) resumes from
+        the actor's log by sequence number."""
+        self.turn.pushes.append((connection, frame))
+
+    def append_log(self, seq: int, record: dict) -> None:
+        """Append to this actor's durable log (committed with the turn), readable by sequence
+        number: what a reconnecting client replays. `seq` must increase."""
+        self.turn.logs.append((seq, record))
 
     def set_timer(self, name: str, delay: float, type: str, body: dict | None = None) -> None:
         """After `delay` seconds, this actor receives `type` with `body`. Timers survive

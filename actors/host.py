@@ -19,7 +19,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from typing import Callable
+from typing import Awaitable, Callable
 
 from storage.actor_store import ActorStore, RoundCommit, StoreUnavailable, pack_snapshot
 
@@ -45,13 +45,16 @@ class ActorHost:
     def __init__(self, host_id: str, store: ActorStore, transport: HostTransport,
                  kinds: dict[str, type[Actor]], table: PlacementTable,
                  clock: Callable[[], float] = time.time, idle_s: float = 600.0,
-                 on_heartbeat: Callable[[dict], "asyncio.Future"] | None = None):
+                 on_heartbeat: Callable[[dict], "asyncio.Future"] | None = None,
+                 pusher: Callable[[str, list], Awaitable[None]] | None = None):
+        """`pusher(gateway_id, [(connection_id, frame), ...])` delivers pushes to a gateway."""
         self.id = host_id
         self.store = store
         self.kinds = kinds
         self.clock = clock
         self.idle_s = idle_s
         self.on_heartbeat = on_heartbeat
+        self.pusher = pusher
         self.router = Router(host_id, transport, table, load_table=self._load_table)
         self.active: dict[ActorRef, Actor] = {}
         self.inbox: deque[tuple[list[Envelope], asyncio.Future]] = deque()
@@ -66,7 +69,7 @@ class ActorHost:
         self._round_no = 0
         self._sending: set[asyncio.Task] = set()  # cross-host sends after commits
         self.stats = {"rounds": 0, "handled": 0, "duplicates": 0, "errors": 0, "forwarded": 0,
-                      "activated": 0, "passivated": 0, "commits_retried": 0}
+                      "activated": 0, "passivated": 0, "commits_retried": 0, "push_failures": 0}
 
     @property
     def table(self) -> PlacementTable:
@@ -231,8 +234,7 @@ class ActorHost:
         if not actor.accepts(env):
             self.stats["duplicates"] += 1
             return False
-        actor.turn.events.clear()
-        actor.turn.sends.clear()
+        actor.turn.clear()
         try:
             actor.dispatch(env)
         except Exception as exc:  # a handler's bug or bad input: reject this envelope only
@@ -241,6 +243,9 @@ class ActorHost:
             return True
         self.stats["handled"] += 1
         commit.events.extend(actor.turn.events)
+        commit.pushes.extend(actor.turn.pushes)
+        ref = actor.ref
+        commit.logs.extend((ref.kind, ref.merchant, ref.id, seq, rec) for seq, rec in actor.turn.logs)
         for s in actor.turn.sends:
             local_sends.append(self.router.stamp(s))
         if actor.meta["t"]:
@@ -323,6 +328,8 @@ class ActorHost:
             self._drained += len(released)
         if commit.outgoing:
             self._spawn_send(commit.entry, commit.outgoing)
+        if commit.pushes and self.pusher is not None:
+            self._spawn_pushes(commit.pushes)
         for _, fut in items:
             if forwards:
                 asyncio.create_task(_settle(fut, forwards))
@@ -330,6 +337,23 @@ class ActorHost:
                 fut.set_result(None)
         if self._drain_request and not self._drain_request.done() and not self.active:
             self._drain_request.set_result(self._drained)
+
+    def _spawn_pushes(self, pushes: list[tuple[str, dict]]) -> None:
+        by_gateway: dict[str, list] = {}
+        for connection, frame in pushes:
+            gateway, _, conn = connection.partition("/")
+            by_gateway.setdefault(gateway, []).append((conn, frame))
+        for gateway, items in by_gateway.items():
+            task = asyncio.create_task(self._push(gateway, items))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _push(self, gateway: str, items: list) -> None:
+        try:
+            await self.pusher(gateway, items)
+        except Exception as exc:  # at most once: the client resumes from the log
+            self.stats["push_failures"] += 1
+            log.warning("host %s: push to %s failed: %s", self.id, gateway, exc)
 
     def _spawn_send(self, entry: bytes | None, wires: list[list]) -> None:
         task = asyncio.create_task(self._send_outgoing(entry, wires))

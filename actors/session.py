@@ -1,37 +1,93 @@
-"""SessionActor: one conversation. Here it holds the conversation's state and its per-session
-sequence; the routing issue gives it the full lifecycle (bot, queue, assignment, CSAT)."""
+"""SessionActor: one conversation — its participants' connections, its messages numbered by a
+per-session sequence, its durable log (what reconnecting clients replay), its status. The
+routing issue gives it the full lifecycle (bot, queue, assignment, CSAT)."""
 from __future__ import annotations
 
 from .base import Actor
 from .envelope import ActorRef
 
 STATUSES = ("new", "queued", "assigned", "closed")
+MAX_REMEMBERED_CIDS = 512   # client message ids kept for dedupe: far more than a client has unacked
+MAX_SUBSCRIBERS = 32        # connections watching one conversation (customer tabs, agent, supervisors)
 
 
 class SessionActor(Actor):
     kind = "session"
 
     def initial_state(self) -> dict:
-        return {"status": "new", "customer_id": "", "channel": "", "group": "", "agent_id": "", "messages": 0}
+        return {"status": "new", "customer_id": "", "channel": "", "group": "", "agent_id": "", "messages": 0,
+                "seq": 0, "cids": {}, "subs": {}}
 
     def _cols(self) -> dict:
         s = self.state
         return {"session_id": self.ref.id, "channel": s["channel"], "customer_id": s["customer_id"],
                 "group_id": s["group"], "agent_id": s["agent_id"]}
 
+    # -- connections ---------------------------------------------------------------------------
+    def on_subscribe(self, body: dict, env) -> None:
+        subs = self.state.setdefault("subs", {})
+        subs.pop(body["connection"], None)
+        subs[body["connection"]] = body.get("role", "customer")
+        while len(subs) > MAX_SUBSCRIBERS:
+            subs.pop(next(iter(subs)))
+
+    def on_unsubscribe(self, body: dict, env) -> None:
+        self.state.setdefault("subs", {}).pop(body["connection"], None)
+
+    def _broadcast(self, frame: dict, skip: str | None = None) -> None:
+        for connection in self.state.get("subs", {}):
+            if connection != skip:
+                self.push(connection, frame)
+
+    # -- lifecycle -----------------------------------------------------------------------------
     def on_open(self, body: dict, env) -> None:
+        if body.get("connection"):
+            self.on_subscribe({"connection": body["connection"], "role": "customer"}, env)
         if self.state["status"] != "new":
             return  # a second open of the same conversation changes nothing
         self.state.update(customer_id=str(body.get("customer_id", "")), channel=str(body.get("channel", "web")),
                           group=str(body.get("group", "default")), status="queued")
-        self.emit("session.created", **self._cols())
+        self.emit("session.created", payload={k: body[k] for k in ("entry", "issue_type") if k in body}, **self._cols())
         self.send(ActorRef("queue", self.ref.merchant, self.state["group"]), "enqueue", {"session": self.ref.id})
 
     def on_message(self, body: dict, env) -> None:
+        connection = body.get("connection")
         if self.state["status"] == "closed":
+            if connection:
+                self.push(connection, {"t": "error", "code": "session_closed", "cid": body.get("cid"),
+                                       "message": f"session {self.ref.id} is closed"})
             raise ValueError(f"session {self.ref.id} is closed")
+        cid = body.get("cid")
+        cids = self.state.setdefault("cids", {})
+        if cid is not None and cid in cids:  # the client re-sent it (lost ack): same answer
+            if connection:
+                self.push(connection, {"t": "ack", "cid": cid, "session": self.ref.id, "seq": cids[cid]})
+            return
         self.state["messages"] += 1
-        self.emit("message.sent", payload=body, **self._cols())
+        seq = self.state["seq"] = self.state.get("seq", 0) + 1
+        record = {k: v for k, v in body.items() if k != "connection"}
+        event = self.emit("message.sent", payload={**record, "seq": seq}, **self._cols())
+        frame = {"t": "msg", "session": self.ref.id, "seq": seq, "ts": event.ts, **record}
+        self.append_log(seq, frame)
+        if cid is not None:
+            cids[cid] = seq
+            while len(cids) > MAX_REMEMBERED_CIDS:
+                cids.pop(next(iter(cids)))
+            if connection:
+                self.push(connection, {"t": "ack", "cid": cid, "session": self.ref.id, "seq": seq})
+        self._broadcast(frame, skip=connection)
+
+    def on_typing(self, body: dict, env) -> None:
+        self._broadcast({"t": "typing", "session": self.ref.id, "from": body.get("from"), "on": bool(body.get("on"))},
+                        skip=body.get("connection"))
+
+    def on_read(self, body: dict, env) -> None:
+        seq = int(body["seq"])
+        if not 0 < seq <= self.state.get("seq", 0):
+            raise ValueError(f"read receipt for seq {seq} outside 1..{self.state.get('seq', 0)}")
+        who = body.get("from") or {}
+        self.emit("message.read", payload={"seq": seq, "from": who}, **self._cols())
+        self._broadcast({"t": "read", "session": self.ref.id, "seq": seq, "from": who}, skip=body.get("connection"))
 
     def on_assign(self, body: dict, env) -> None:
         if self.state["status"] != "queued":
@@ -39,12 +95,15 @@ class SessionActor(Actor):
         self.state.update(status="assigned", agent_id=str(body["agent_id"]))
         self.emit("session.assigned", **self._cols())
         self.send(ActorRef("agent", self.ref.merchant, self.state["agent_id"]), "assigned", {"session": self.ref.id})
+        self._broadcast({"t": "event", "session": self.ref.id, "event": "session.assigned",
+                         "agent_id": self.state["agent_id"]})
 
     def on_close(self, body: dict, env) -> None:
         if self.state["status"] == "closed":
             return
         previous, self.state["status"] = self.state["status"], "closed"
         self.emit("session.closed", payload={"by": body.get("by", "system")}, **self._cols())
+        self._broadcast({"t": "event", "session": self.ref.id, "event": "session.closed", "by": body.get("by", "system")})
         if previous == "queued":
             self.send(ActorRef("queue", self.ref.merchant, self.state["group"]), "dequeue", {"session": self.ref.id})
         elif previous == "assigned":

@@ -47,6 +47,17 @@ return out
 """
 
 
+# An actor's log (a conversation's messages, by sequence number) lives this long after its last
+# append: long enough for any client to come back and resume; history after that is ClickHouse.
+LOG_TTL_S = 7 * 24 * 3600
+
+
+async def read_log(r: aioredis.Redis, key: str, after: int, count: int = 1000) -> list[tuple[int, dict]]:
+    """Entries with seq > after, in order."""
+    entries = await r.xrange(key, min=f"{after + 1}-0", max="+", count=count)
+    return [(int(eid.split(b"-")[0]), msgpack.unpackb(f[b"b"])) for eid, f in entries]
+
+
 class StoreUnavailable(Exception):
     """Redis could not be reached; nothing of the call is known to have happened, and the
     same call may be retried unchanged."""
@@ -68,10 +79,12 @@ class RoundCommit:
     snapshots: dict[tuple[str, str, str], bytes] = field(default_factory=dict)  # (kind, merchant, id)
     releases: list[tuple[str, str, str]] = field(default_factory=list)
     outgoing: list[list] = field(default_factory=list)  # envelopes on the wire format
+    pushes: list[tuple[str, dict]] = field(default_factory=list)  # sent after the commit, not stored
+    logs: list[tuple[str, str, str, int, dict]] = field(default_factory=list)  # (kind, merchant, id, seq, record)
     entry: bytes | None = None  # the pending-outgoing stream entry, once committed
 
     def empty(self) -> bool:
-        return not (self.events or self.snapshots or self.releases or self.outgoing)
+        return not (self.events or self.snapshots or self.releases or self.outgoing or self.logs)
 
 
 class ActorStore:
@@ -128,10 +141,23 @@ class ActorStore:
             by_merchant.setdefault(merchant, []).append(f"{kind}:{id_}")
         for merchant, fields in by_merchant.items():
             pipe.hdel(self._dir(merchant), *fields)
+        for key in self._append_logs(pipe, c.logs):
+            pipe.expire(key, LOG_TTL_S)
         if c.outgoing:
             pipe.xadd(self.pending_key, {"b": msgpack.packb(c.outgoing)})
         res = await pipe.execute()
         c.entry = res[-1] if c.outgoing else None
+
+    def log_key(self, kind: str, merchant: str, id_: str) -> str:
+        return f"{self.p}m:{merchant}:log:{kind}:{id_}"
+
+    def _append_logs(self, pipe, logs) -> set[str]:
+        keys = set()
+        for kind, merchant, id_, seq, record in logs:
+            key = self.log_key(kind, merchant, id_)
+            pipe.xadd(key, {"b": msgpack.packb(record)}, id=f"{seq}-0")
+            keys.add(key)
+        return keys
 
     async def _last_pending_entry(self) -> bytes | None:
         last = await self.r.xrevrange(self.pending_key, count=1)

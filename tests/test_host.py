@@ -53,6 +53,10 @@ class LocalCluster:
         self.table = PlacementTable(1, tuple(f"host-{i}" for i in range(n)))
         self.hosts: dict[str, ActorHost] = {}
         self.r = aioredis.from_url(redis_url)
+        self.pushed: list[tuple[str, str, dict]] = []  # (gateway, connection, frame)
+
+    async def pusher(self, gateway: str, items: list) -> None:
+        self.pushed.extend((gateway, conn, frame) for conn, frame in items)
 
     async def heartbeat(self, stats: dict) -> None:
         await self.r.set(f"{self.prefix}hb:host:{stats['host']}", orjson.dumps(stats), ex=10)
@@ -60,7 +64,7 @@ class LocalCluster:
     async def start_host(self, host_id: str) -> ActorHost:
         store = ActorStore(self.r, self.prefix, host_id, shard=0)
         host = ActorHost(host_id, store, self.transport, {**KINDS, "alarm": Alarm}, self.table,
-                         clock=self.clock, idle_s=self.idle_s, on_heartbeat=self.heartbeat)
+                         clock=self.clock, idle_s=self.idle_s, on_heartbeat=self.heartbeat, pusher=self.pusher)
         self.transport.hosts[host_id] = host
         self.hosts[host_id] = host
         await host.start()
@@ -296,4 +300,31 @@ def test_an_endless_local_ping_pong_does_not_hold_a_round(redis_url, prefix):
                 await asyncio.sleep(0.01)
             assert sum(g["state"]["received"] for g in got) == 301
             assert c.hosts["host-0"].stats["rounds"] >= 300 // 64
+    run(main())
+
+
+def test_messages_are_numbered_logged_acked_once_and_pushed_to_the_others(redis_url, prefix):
+    from storage.actor_store import read_log
+
+    async def main():
+        async with LocalCluster(redis_url, prefix, 2) as c:
+            r, s = c.router(), ActorRef("session", "m1", "chat")
+            await r.send([Envelope(s, "subscribe", {"connection": "gw-0/cust", "role": "customer"}),
+                          Envelope(s, "subscribe", {"connection": "gw-1/agent", "role": "agent"})])
+            msg = {"cid": "c-1", "kind": "text", "content": {"text": "在吗？"}, "connection": "gw-0/cust"}
+            await r.send([Envelope(s, "message", msg)])
+            await r.send([Envelope(s, "message", msg)])  # the client re-sent it: no new message
+            await r.send([Envelope(s, "message", {**msg, "cid": "c-2", "content": {"text": "hello"}})])
+            for _ in range(200):
+                if len(c.pushed) >= 5:
+                    break
+                await asyncio.sleep(0.01)
+            acks = [(g, f["cid"], f["seq"]) for g, conn, f in c.pushed if f["t"] == "ack"]
+            assert acks == [("gw-0", "c-1", 1), ("gw-0", "c-1", 1), ("gw-0", "c-2", 2)]
+            to_agent = [(f["seq"], f["content"]["text"]) for g, conn, f in c.pushed if conn == "agent"]
+            assert to_agent == [(1, "在吗？"), (2, "hello")]
+            host = c.hosts[c.where(s)[0]]
+            log = await read_log(c.r, host.store.log_key("session", "m1", "chat"), after=1)
+            assert [(seq, f["content"]["text"]) for seq, f in log] == [(2, "hello")]
+            assert [e.payload["seq"] for e in await c.events() if e.type == "message.sent"] == [1, 2]
     run(main())
