@@ -25,6 +25,16 @@ class UnknownMessage(Exception):
     """An envelope type this actor kind has no handler for."""
 
 
+class Rejected(Exception):
+    """A handler refusing a message without changing anything (an unknown session, a caller
+    without access). The host persists nothing for the turn and sends `push` (connection,
+    frame) so the client learns why."""
+
+    def __init__(self, message: str, push: tuple[str, dict] | None = None):
+        super().__init__(message)
+        self.push = push
+
+
 class Turn:
     """What one handler produced; committed together or not at all."""
 

@@ -23,7 +23,7 @@ from typing import Awaitable, Callable
 
 from storage.actor_store import ActorStore, RoundCommit, StoreUnavailable, pack_snapshot
 
-from .base import Actor
+from .base import Actor, Rejected
 from .envelope import ActorRef, Envelope, decode_batch
 from .placement import PlacementTable
 from .router import Router
@@ -69,7 +69,7 @@ class ActorHost:
         self._round_no = 0
         self._sending: set[asyncio.Task] = set()  # cross-host sends after commits
         self.stats = {"rounds": 0, "handled": 0, "duplicates": 0, "errors": 0, "forwarded": 0,
-                      "activated": 0, "passivated": 0, "commits_retried": 0, "push_failures": 0}
+                      "activated": 0, "passivated": 0, "commits_retried": 0, "push_failures": 0, "rejected": 0}
 
     @property
     def table(self) -> PlacementTable:
@@ -237,6 +237,11 @@ class ActorHost:
         actor.turn.clear()
         try:
             actor.dispatch(env)
+        except Rejected as exc:
+            self.stats["rejected"] += 1
+            if exc.push and exc.push[0]:
+                commit.pushes.append(exc.push)
+            return False
         except Exception as exc:  # a handler's bug or bad input: reject this envelope only
             self.stats["errors"] += 1
             log.warning("host %s: %s rejected %s: %s: %s", self.id, env.target, env.type, type(exc).__name__, exc)

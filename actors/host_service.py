@@ -29,6 +29,7 @@ class HostService:
         self.settings = Settings.from_dict(settings)
         self.index = index
         self.host: ActorHost | None = None
+        self._gateways: dict[str, object] = {}
         self.ready = asyncio.get_running_loop().create_task(self._start())
 
     async def _start(self) -> None:
@@ -43,9 +44,21 @@ class HostService:
             await presence.heartbeat("host", self.id, stats, ttl=HEARTBEAT_TTL_S)
 
         self.host = ActorHost(self.id, store, RayTransport(s.namespace), KINDS, table,
-                              idle_s=s.idle_passivate_s, on_heartbeat=heartbeat)
+                              idle_s=s.idle_passivate_s, on_heartbeat=heartbeat, pusher=self._push)
         await self.host.start()
         log.info("host %s ready (pid %d, table v%d)", self.id, os.getpid(), table.version)
+
+    async def _push(self, gateway: str, items: list) -> None:
+        import ray
+
+        handle = self._gateways.get(gateway)
+        if handle is None:
+            handle = self._gateways[gateway] = ray.get_actor(gateway, namespace=self.settings.namespace)
+        try:
+            await handle.push.remote(items)
+        except Exception:
+            self._gateways.pop(gateway, None)  # look it up again next time (it may have moved)
+            raise
 
     async def deliver(self, payload: bytes) -> int:
         await self.ready

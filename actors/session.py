@@ -3,8 +3,10 @@ per-session sequence, its durable log (what reconnecting clients replay), its st
 routing issue gives it the full lifecycle (bot, queue, assignment, CSAT)."""
 from __future__ import annotations
 
-from .base import Actor
+from .base import Actor, Rejected
 from .envelope import ActorRef
+
+LEADS = ("owner", "admin", "supervisor")  # see every conversation of their merchant
 
 STATUSES = ("new", "queued", "assigned", "closed")
 MAX_REMEMBERED_CIDS = 512   # client message ids kept for dedupe: far more than a client has unacked
@@ -23,8 +25,30 @@ class SessionActor(Actor):
         return {"session_id": self.ref.id, "channel": s["channel"], "customer_id": s["customer_id"],
                 "group_id": s["group"], "agent_id": s["agent_id"]}
 
+    # -- access ------------------------------------------------------------------------------------
+    def _check_access(self, body: dict) -> None:
+        """Messages from clients carry `from` (the gateway's authenticated principal): only the
+        conversation's customer, its assigned agent, and supervisors and up may touch it. Refusal
+        looks the same whether the session is unknown or someone else's."""
+        who = body.get("from")
+        if who is None:
+            return  # from inside the cluster (other actors, tests of the runtime)
+        s = self.state
+        ok = s["status"] != "new" and (
+            (who.get("kind") in ("customer", "visitor") and who.get("id") == s["customer_id"])
+            or (who.get("kind") == "agent" and (who.get("id") == s["agent_id"] or who.get("role") in LEADS)))
+        if not ok:
+            ref = body.get("cid") or self.ref.id
+            raise Rejected("no access", (body.get("connection", ""), {
+                "t": "error", "code": "unknown_session", "ref": ref, "session": self.ref.id,
+                "message": f"no session {self.ref.id} of yours"}))
+
     # -- connections ---------------------------------------------------------------------------
     def on_subscribe(self, body: dict, env) -> None:
+        self._check_access(body)
+        if "after" in body:  # a client (re)joining: tell its gateway what to replay
+            self.push(body["connection"], {"t": "subscribed", "session": self.ref.id,
+                                           "last_seq": self.state.get("seq", 0), "after": int(body["after"])})
         subs = self.state.setdefault("subs", {})
         subs.pop(body["connection"], None)
         subs[body["connection"]] = body.get("role", "customer")
@@ -41,16 +65,21 @@ class SessionActor(Actor):
 
     # -- lifecycle -----------------------------------------------------------------------------
     def on_open(self, body: dict, env) -> None:
-        if body.get("connection"):
-            self.on_subscribe({"connection": body["connection"], "role": "customer"}, env)
         if self.state["status"] != "new":
+            who = body.get("from")
+            if who is not None and who.get("id") != self.state["customer_id"]:
+                raise Rejected("session id taken", (body.get("connection", ""), {
+                    "t": "error", "code": "forbidden", "ref": body.get("id"), "message": "session id in use"}))
             return  # a second open of the same conversation changes nothing
+        if body.get("connection"):
+            self.state.setdefault("subs", {})[body["connection"]] = "customer"
         self.state.update(customer_id=str(body.get("customer_id", "")), channel=str(body.get("channel", "web")),
                           group=str(body.get("group", "default")), status="queued")
         self.emit("session.created", payload={k: body[k] for k in ("entry", "issue_type") if k in body}, **self._cols())
         self.send(ActorRef("queue", self.ref.merchant, self.state["group"]), "enqueue", {"session": self.ref.id})
 
     def on_message(self, body: dict, env) -> None:
+        self._check_access(body)
         connection = body.get("connection")
         if self.state["status"] == "closed":
             if connection:
@@ -78,10 +107,12 @@ class SessionActor(Actor):
         self._broadcast(frame, skip=connection)
 
     def on_typing(self, body: dict, env) -> None:
+        self._check_access(body)
         self._broadcast({"t": "typing", "session": self.ref.id, "from": body.get("from"), "on": bool(body.get("on"))},
                         skip=body.get("connection"))
 
     def on_read(self, body: dict, env) -> None:
+        self._check_access(body)
         seq = int(body["seq"])
         if not 0 < seq <= self.state.get("seq", 0):
             raise ValueError(f"read receipt for seq {seq} outside 1..{self.state.get('seq', 0)}")

@@ -57,6 +57,7 @@ def _mount_api(app: Quart, services) -> None:
     from .admin_api import api
     from .auth import AuthError
     from .auth_api import auth_api
+    from .ws import ws_api
     from storage.records import Conflict, NotFound
 
     app.config["PEAKDESK_SERVICES"] = services
@@ -65,6 +66,8 @@ def _mount_api(app: Quart, services) -> None:
                 security_schemes={"bearer": {"type": "http", "scheme": "bearer"}}, security=[{"bearer": []}])
     app.register_blueprint(auth_api)
     app.register_blueprint(api)
+    if services.router is not None:
+        app.register_blueprint(ws_api)
 
     @app.errorhandler(AuthError)
     async def unauthenticated(exc: AuthError) -> Response:

@@ -23,6 +23,10 @@ from .permissions import Action, Forbidden, require
 class Services:
     records: RecordStore
     signer: TokenSigner
+    router: Any = None            # actors.router.Router: envelopes to the actor hosts
+    hub: Any = None               # gateway.connection.Hub: this gateway's connections
+    name: str = "gateway-0"       # how actors address this gateway's connections
+    read_log: Any = None          # async (merchant, session, after, upto) -> [(seq, frame)]
 
 
 def services() -> Services:
@@ -46,6 +50,16 @@ async def _resolve(authorization: str | None, api_key: str | None) -> Principal:
     principal = svc.signer.verify(token)
     if principal.kind == "agent":
         await _check_agent_current(svc.records, principal)
+    return principal
+
+
+async def resolve_token(token: str) -> Principal:
+    """A websocket's `hello` token: people and customers only (API keys are for REST)."""
+    if token.startswith("pdk_"):
+        raise AuthError("invalid_token", "API keys are for the REST API, not for websockets")
+    principal = services().signer.verify(token)
+    if principal.kind == "agent":
+        await _check_agent_current(services().records, principal)
     return principal
 
 

@@ -16,11 +16,17 @@ import redis.asyncio as aioredis
 from actors.settings import Settings
 from storage.presence import Presence
 
+from actors.placement import PlacementTable
+from actors.router import Router
+from actors.transport import RayTransport
+from storage.actor_store import ActorStore, read_log
 from storage.records import RecordStore
 
 from .app import create_app
 from .auth import TokenSigner
+from .connection import Hub
 from .context import Services
+from .protocol import CLOSE_GOING_AWAY
 from .server import GatewayServer
 
 log = logging.getLogger(__name__)
@@ -35,13 +41,21 @@ class GatewayService:
         self.redis = aioredis.from_url(self.settings.redis_url)
         self.presence = Presence(self.redis, self.settings.prefix)
         checks = {"ray": self._check_hosts, "redis": self._check_redis, "clickhouse": self._check_clickhouse}
+        self.hub = Hub()
+        self.router = Router(name, RayTransport(self.settings.namespace), PlacementTable(0, ()),
+                             load_table=self._load_table)
+        self.log_store = ActorStore(self.redis, self.settings.prefix)
         services = Services(RecordStore(self.redis, self.settings.prefix),
-                            TokenSigner(load_secret(self.settings.secret_file)))
+                            TokenSigner(load_secret(self.settings.secret_file)),
+                            router=self.router, hub=self.hub, name=name, read_log=self._read_log)
         self.server = GatewayServer(create_app(checks, services=services), self.settings.host, self.settings.port)
         self._handles: dict[str, object] = {}
         self.ready = asyncio.get_running_loop().create_task(self._start())
 
     async def _start(self) -> int:
+        table = await self._load_table()
+        if table is not None:
+            await self.router.set_table(table)
         await self.server.start()
         asyncio.get_running_loop().create_task(self._heartbeats())
         log.info("gateway %s listening on %s:%d", self.name, self.settings.host, self.server.bound_port)
@@ -50,11 +64,33 @@ class GatewayService:
     async def wait_ready(self) -> int:
         return await self.ready
 
+    async def push(self, items: list) -> int:
+        """Frames from actors for this gateway's connections: [(connection id, frame), ...]."""
+        return self.hub.deliver(items)
+
+    async def say_goodbye(self, reason: str = "gateway restarting") -> int:
+        """Tell every client to reconnect elsewhere (close 4000), before this gateway stops."""
+        conns = list(self.hub.connections.values())
+        for conn in conns:
+            conn.offer({"t": "bye", "reason": reason, "reconnect": True})
+        await asyncio.sleep(0.2)  # let the writers flush the byes
+        await asyncio.gather(*(c.close(CLOSE_GOING_AWAY, reason) for c in conns), return_exceptions=True)
+        return len(conns)
+
+    async def _load_table(self):
+        raw = await self.redis.get(f"{self.settings.prefix}placement")
+        return PlacementTable.from_dict(orjson.loads(raw)) if raw else None
+
+    async def _read_log(self, merchant: str, session: str, after: int, upto: int) -> list:
+        key = self.log_store.log_key("session", merchant, session)
+        return [(seq, f) for seq, f in await read_log(self.redis, key, after, count=500) if seq <= upto]
+
     async def _heartbeats(self) -> None:
         while True:
             try:
                 await self.presence.heartbeat("gateway", self.name, {
-                    "address": f"{self.settings.host}:{self.server.bound_port}", "pid": os.getpid()}, ttl=10)
+                    "address": f"{self.settings.host}:{self.server.bound_port}", "pid": os.getpid(),
+                    **self.hub.statistics()}, ttl=10)
             except Exception:  # missed heartbeat: retried next period
                 log.exception("gateway heartbeat failed")
             await asyncio.sleep(HEARTBEAT_S)
@@ -84,6 +120,7 @@ class GatewayService:
         return handle
 
     async def stop(self) -> None:
+        await self.say_goodbye("gateway stopping")
         await self.server.stop()
 
 

@@ -1,0 +1,158 @@
+"""The websocket endpoint `/ws` (docs/protocol.md): authenticate with `hello`, then turn client
+frames into envelopes for session actors. The gateway holds no conversation state: actors
+answer (acks, messages, errors) by pushing frames back through the hub."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+from quart import Blueprint, websocket
+
+from actors.envelope import ActorRef, Envelope
+
+from .auth import AuthError, Principal
+from .connection import MAX_REFUSALS, Connection
+from .context import Services, resolve_token, services
+from .protocol import (CLOSE_FLOODING, CLOSE_TIMEOUT, CLOSE_UNAUTHENTICATED, FrameError, Hello, Msg, Open, Read,
+                       Subscribe, Typing, decode, encode, parse)
+
+log = logging.getLogger(__name__)
+ws_api = Blueprint("ws", __name__)
+
+HELLO_TIMEOUT_S = 10
+HEARTBEAT_S = 25
+MAX_PER_IP = 200
+
+
+@ws_api.websocket("/ws")
+async def ws_endpoint():
+    svc = services()
+    await websocket.accept()
+    ws = websocket._get_current_object()
+    ip = websocket.remote_addr or "?"
+    if svc.hub.by_ip.get(ip, 0) >= MAX_PER_IP:
+        await ws.close(4002, f"too many connections from {ip}")
+        return
+    svc.hub.by_ip[ip] = svc.hub.by_ip.get(ip, 0) + 1
+    try:
+        await _serve(svc, ws)
+    finally:
+        svc.hub.by_ip[ip] -= 1
+
+
+async def _serve(svc: Services, ws) -> None:
+    conn = await _handshake(svc, ws)
+    if conn is None:
+        return
+    svc.hub.add(conn)
+    writer = asyncio.create_task(conn.write_forever())
+    try:
+        await _reader(svc, ws, conn)
+    finally:
+        svc.hub.remove(conn)
+        writer.cancel()
+        await _unsubscribe(svc, conn)
+
+
+async def _handshake(svc: Services, ws) -> Connection | None:
+    try:
+        data = await asyncio.wait_for(ws.receive(), HELLO_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        await ws.close(CLOSE_TIMEOUT, "no hello")
+        return None
+    binary = isinstance(data, bytes)
+    try:
+        hello = parse(decode(data))
+        if not isinstance(hello, Hello):
+            raise FrameError("not_ready", "the first frame must be hello")
+        principal = await resolve_token(hello.token)
+    except (FrameError, AuthError) as exc:
+        code = exc.code
+        await ws.send(encode({"t": "error", "code": code, "message": exc.message}, binary))
+        await ws.close(CLOSE_UNAUTHENTICATED, code)
+        return None
+    conn = Connection(uuid.uuid4().hex[:16], principal, binary, ws.send, ws.close, svc.read_log)
+    await ws.send(encode({"t": "welcome", "conn": conn.id, "heartbeat_s": HEARTBEAT_S,
+                          "principal": {"kind": principal.kind, "merchant": principal.merchant, "id": principal.id,
+                                        "role": principal.role},
+                          "limits": {"max_frame_bytes": 65536, "frames_per_s": 20}}, binary))
+    for session, after in hello.resume.items():
+        await _send(svc, conn, session, "subscribe", {"after": after, "role": principal.role})
+    return conn
+
+
+async def _reader(svc: Services, ws, conn: Connection) -> None:
+    while True:
+        try:
+            data = await asyncio.wait_for(ws.receive(), 2 * HEARTBEAT_S)
+        except asyncio.TimeoutError:
+            await ws.close(CLOSE_TIMEOUT, "silent for two heartbeats")
+            return
+        if not conn.bucket.take():
+            conn.refusals += 1
+            if conn.refusals > MAX_REFUSALS:
+                await ws.close(CLOSE_FLOODING, "flooding")
+                return
+            conn.offer({"t": "error", "code": "rate_limited", "message": "slow down: 20 frames/s, bursts of 40"})
+            continue
+        try:
+            await _dispatch(svc, conn, parse(decode(data)))
+        except FrameError as exc:
+            conn.offer(exc.frame())
+
+
+async def _dispatch(svc: Services, conn: Connection, frame) -> None:
+    p = conn.principal
+    if isinstance(frame, Hello):
+        raise FrameError("invalid_frame", "hello was already sent")
+    if frame.t == "ping":
+        import time
+
+        conn.offer({"t": "pong", "ts": int(time.time() * 1000)})
+    elif isinstance(frame, Open):
+        await _open(svc, conn, frame)
+    elif isinstance(frame, Subscribe):
+        await _send(svc, conn, frame.session, "subscribe", {"after": frame.after, "role": p.role})
+    elif isinstance(frame, Msg):
+        await _send(svc, conn, frame.session, "message",
+                    {"cid": frame.cid, "kind": frame.kind, "content": frame.content}, ref=frame.cid)
+    elif isinstance(frame, Typing):
+        await _send(svc, conn, frame.session, "typing", {"on": frame.on})
+    elif isinstance(frame, Read):
+        await _send(svc, conn, frame.session, "read", {"seq": frame.seq})
+
+
+def _who(p: Principal) -> dict:
+    return {"kind": p.kind, "id": p.id, "role": p.role}
+
+
+async def _open(svc: Services, conn: Connection, frame: Open) -> None:
+    p = conn.principal
+    if p.kind not in ("customer", "visitor"):
+        raise FrameError("forbidden", "only customers open conversations", frame.id)
+    session = uuid.uuid4().hex[:24]
+    body = {"customer_id": p.id, "channel": frame.channel, "group": frame.group or "default",
+            "issue_type": frame.issue_type, "entry": frame.entry or {}, "id": frame.id}
+    await _send(svc, conn, session, "open", body, ref=frame.id)
+    conn.last_seq.setdefault(session, 0)
+    conn.offer({"t": "opened", "id": frame.id, "session": session})
+
+
+async def _send(svc: Services, conn: Connection, session: str, type_: str, body: dict, ref=None) -> None:
+    """One envelope to the session's actor; returns once it is committed there."""
+    target = ActorRef("session", conn.principal.merchant, session)
+    body = {**body, "from": _who(conn.principal), "connection": f"{svc.name}/{conn.id}"}
+    try:
+        await svc.router.send([Envelope(target, type_, body)])
+    except Exception as exc:  # not retryable (the runtime retries what is): tell the client
+        log.warning("gateway: %s to %s failed: %s", type_, target, exc)
+        raise FrameError("unavailable", "the conversation could not be reached; try again", ref) from None
+
+
+async def _unsubscribe(svc: Services, conn: Connection) -> None:
+    for session in list(conn.last_seq):
+        try:
+            await _send(svc, conn, session, "unsubscribe", {})
+        except FrameError:
+            pass
