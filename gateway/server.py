@@ -13,6 +13,9 @@ from hypercorn.utils import wrap_app
 log = logging.getLogger(__name__)
 
 
+WS_MAX_MESSAGE_BYTES = 1024 * 1024
+
+
 class GatewayStartError(RuntimeError):
     """The gateway could not listen; the message names the address and the reason."""
 
@@ -29,6 +32,9 @@ class GatewayServer:
         config.bind = [f"{self.host}:{self.port}"]
         config.accesslog = None
         config.graceful_timeout = 5.0
+        # Frames up to 64 KiB are served; up to this size they are refused with an error frame
+        # (the connection lives); past it Hypercorn closes the connection (1009) unread.
+        config.websocket_max_message_size = WS_MAX_MESSAGE_BYTES
         try:
             sockets = config.create_sockets()
         except OSError as exc:

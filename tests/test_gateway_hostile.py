@@ -1,0 +1,137 @@
+"""Malformed and hostile frames: each gets an error frame naming the problem, or a documented
+close code; the gateway keeps serving everyone else."""
+from __future__ import annotations
+
+import msgpack
+import pytest
+import trio
+import trio_websocket
+
+from tests.gateway_cluster import Peakdesk, connected
+
+pytestmark = pytest.mark.timeout(300)
+
+S = "0123456789abcdef01234567"  # a well-formed session id nobody opened
+TEXT = {"text": "hi"}
+
+# (name, frame or raw bytes/str, expected error code)
+ERRORS = [
+    ("bad JSON", "raw:{\"t\": \"msg\",", "invalid_json"),
+    ("bad msgpack", b"raw:\xc1\xc1", "invalid_msgpack"),
+    ("JSON that is not a map", "raw:[1, 2, 3]", "invalid_frame"),
+    ("msgpack that is not a map", b"raw:" + msgpack.packb([1, 2]), "invalid_frame"),
+    ("no type", {"session": S}, "unknown_type"),
+    ("unknown type", {"t": "drop_tables"}, "unknown_type"),
+    ("type of wrong type", {"t": 7}, "unknown_type"),
+    ("second hello", {"t": "hello", "token": "x"}, "invalid_frame"),
+    ("message without cid", {"t": "msg", "session": S, "kind": "text", "content": TEXT}, "invalid_frame"),
+    ("cid with spaces", {"t": "msg", "cid": "a b", "session": S, "kind": "text", "content": TEXT}, "invalid_frame"),
+    ("session id injection", {"t": "msg", "cid": "x", "session": "1' OR '1'='1", "kind": "text", "content": TEXT}, "invalid_frame"),
+    ("unknown kind", {"t": "msg", "cid": "x", "session": S, "kind": "exe", "content": TEXT}, "invalid_frame"),
+    ("text too long", {"t": "msg", "cid": "x", "session": S, "kind": "text", "content": {"text": "长" * 4001}}, "invalid_frame"),
+    ("empty text", {"t": "msg", "cid": "x", "session": S, "kind": "text", "content": {"text": ""}}, "invalid_frame"),
+    ("control characters", {"t": "msg", "cid": "x", "session": S, "kind": "text", "content": {"text": "a\x00b"}}, "invalid_frame"),
+    ("content of wrong type", {"t": "msg", "cid": "x", "session": S, "kind": "text", "content": "hi"}, "invalid_frame"),
+    ("extra content field", {"t": "msg", "cid": "x", "session": S, "kind": "text", "content": {"text": "a", "js": 1}}, "invalid_frame"),
+    ("image that is a program", {"t": "msg", "cid": "x", "session": S, "kind": "image",
+                                 "content": {"attachment_id": "0" * 32, "name": "a.exe", "mime": "application/x-msdownload", "size": 1}}, "invalid_frame"),
+    ("negative size", {"t": "msg", "cid": "x", "session": S, "kind": "file",
+                       "content": {"attachment_id": "0" * 32, "name": "a", "mime": "text/plain", "size": -1}}, "invalid_frame"),
+    ("price that is not money", {"t": "msg", "cid": "x", "session": S, "kind": "product",
+                                 "content": {"product_id": "1", "title": "t", "price": "free"}}, "invalid_frame"),
+    ("script URL in a card", {"t": "msg", "cid": "x", "session": S, "kind": "product",
+                              "content": {"product_id": "1", "title": "t", "url": "javascript:alert(1)"}}, "invalid_frame"),
+    ("read of seq 0", {"t": "read", "session": S, "seq": 0}, "invalid_frame"),
+    ("typing not a boolean", {"t": "typing", "session": S, "on": "yes"}, "invalid_frame"),
+    ("subscribe after negative", {"t": "subscribe", "session": S, "after": -5}, "invalid_frame"),
+    ("frame too large", {"t": "msg", "cid": "x", "session": S, "kind": "text", "content": {"text": "x" * 70_000}}, "frame_too_large"),
+    ("unknown session", {"t": "msg", "cid": "x", "session": S, "kind": "text", "content": TEXT}, "unknown_session"),
+    ("another merchant's session id", {"t": "subscribe", "session": "other-merchant-session", "after": 0}, "unknown_session"),
+    ("agent opening a conversation", {"t": "open", "id": "x"}, "forbidden"),
+]
+
+
+@pytest.fixture(scope="module")
+def pd(ray_session, redis_server, tmp_path_factory):
+    p = Peakdesk(redis_server.url, tmp_path_factory.mktemp("gwh"), "pd-test-gwh", "gwh:")
+    yield p
+    p.stop()
+
+
+async def still_serving(pd: Peakdesk) -> None:
+    async with connected(pd.url, pd.visitor_token()) as bystander:
+        await bystander.send({"t": "ping"})
+        await bystander.until("pong")
+
+
+@pytest.mark.parametrize("name,frame,code", ERRORS, ids=[e[0] for e in ERRORS])
+def test_hostile_frame_gets_an_error_frame_and_the_connection_survives(pd, name, frame, code):
+    async def main():
+        token = pd.owner_token if code == "forbidden" else pd.visitor_token()
+        async with connected(pd.url, token, binary=isinstance(frame, bytes)) as client:
+            if isinstance(frame, (str, bytes)):
+                await client.send_raw(frame[4:])
+            else:
+                await client.send(frame)
+            error = await client.until("error")
+            assert error["code"] == code, error
+            assert error["message"]
+            await client.send({"t": "ping"})  # still open, still answering
+            await client.until("pong")
+        await still_serving(pd)
+    trio.run(main)
+
+
+async def closed_with(ws) -> int:
+    with trio.fail_after(15):
+        try:
+            while True:
+                await ws.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            return exc.reason.code
+
+
+@pytest.mark.parametrize("first", [
+    {"t": "hello", "token": "not-a-token"},
+    {"t": "ping"},
+    "raw:not json at all",
+])
+def test_no_valid_hello_is_closed_4401(pd, first):
+    async def main():
+        async with trio_websocket.open_websocket_url(pd.url) as ws:
+            await ws.send_message(first[4:] if isinstance(first, str) else __import__("orjson").dumps(first).decode())
+            assert await closed_with(ws) == 4401
+        await still_serving(pd)
+    trio.run(main)
+
+
+def test_a_flood_is_rate_limited_then_closed_4429_while_others_are_served(pd):
+    async def main():
+        async with connected(pd.url, pd.visitor_token()) as flooder:
+            for _ in range(200):
+                await flooder.send({"t": "ping"})
+            codes = []
+            with trio.fail_after(20):
+                try:
+                    while True:
+                        frame = await flooder.recv()
+                        codes.append(frame.get("code") or frame["t"])
+                except trio_websocket.ConnectionClosed as exc:
+                    close = exc.reason.code
+            assert "rate_limited" in codes and close == 4429
+        await still_serving(pd)
+    trio.run(main)
+
+
+def test_a_huge_frame_closes_the_connection_but_not_the_gateway(pd):
+    async def main():
+        async with connected(pd.url, pd.visitor_token()) as client:
+            await client.send_raw("x" * (2 * 1024 * 1024))
+            with trio.fail_after(15):
+                try:
+                    while True:
+                        await client.recv()
+                except trio_websocket.ConnectionClosed as exc:
+                    assert exc.reason.code in (1009, 4413)
+        await still_serving(pd)
+    trio.run(main)
