@@ -64,6 +64,9 @@ class GatewayService:
     async def wait_ready(self) -> int:
         return await self.ready
 
+    def pid(self) -> int:
+        return os.getpid()
+
     async def push(self, items: list) -> int:
         """Frames from actors for this gateway's connections: [(connection id, frame), ...]."""
         return self.hub.deliver(items)

@@ -18,8 +18,8 @@ from actors.settings import Settings
 
 
 class Peakdesk:
-    def __init__(self, redis_url: str, data_dir, namespace: str, prefix: str):
-        self.settings = Settings(data_dir=data_dir, redis_url=redis_url, hosts=2, port=0, namespace=namespace,
+    def __init__(self, redis_url: str, data_dir, namespace: str, prefix: str, port: int = 0):
+        self.settings = Settings(data_dir=data_dir, redis_url=redis_url, hosts=2, port=port, namespace=namespace,
                                  prefix=prefix)
         ensure_secret(self.settings.secret_file)
         self.cluster = Cluster(self.settings)

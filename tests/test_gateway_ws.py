@@ -115,3 +115,29 @@ def test_another_customers_or_merchants_session_is_unknown(pd):
             await alice.until("pong")
             assert not [f for f in alice.skipped if f["t"] in ("msg", "typing", "read")]
     trio.run(main)
+
+
+def test_clients_told_goodbye_reconnect_and_lose_nothing(pd):
+    import ray
+
+    async def main():
+        token = pd.visitor_token()
+        async with connected(pd.url, token) as customer:
+            await customer.send({"t": "open", "id": "o"})
+            session = (await customer.until("opened"))["session"]
+            await customer.send({"t": "msg", "cid": "before", "session": session, "kind": "text", "content": {"text": "1"}})
+            seen = (await customer.until("ack", cid="before"))["seq"]
+            await trio.to_thread.run_sync(lambda: ray.get(pd.cluster.gateways["gateway-0"].say_goodbye.remote("test")))
+            bye = await customer.until("bye")
+            assert bye["reconnect"] is True
+            with trio.fail_after(10):
+                try:
+                    while True:
+                        await customer.recv()
+                except Exception as exc:  # the close that follows the bye
+                    assert getattr(getattr(exc, "reason", None), "code", None) == 4000
+        async with connected(pd.url, token, resume={session: seen}) as again:
+            await again.until("resumed", session=session)
+            await again.send({"t": "msg", "cid": "after", "session": session, "kind": "text", "content": {"text": "2"}})
+            assert (await again.until("ack", cid="after"))["seq"] == seen + 1
+    trio.run(main)
