@@ -13,6 +13,7 @@ from . import errors
 Check = Callable[[], Awaitable[None]]
 
 # Admin bodies are small records; anything larger is refused before it is read (413).
+# Attachment uploads have their own, larger limit.
 MAX_BODY_BYTES = 256 * 1024
 
 
@@ -34,7 +35,22 @@ async def _run_check(check: Check, timeout: float) -> str:
 def create_app(checks: Mapping[str, Check], check_timeout: float = 3.0, services=None) -> Quart:
     """`services` (gateway.context.Services) mounts the REST API; without it only health."""
     app = Quart("peakdesk.gateway")
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    from storage.attachments import MAX_BYTES
+
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BYTES  # the attachment limit: no body is ever larger
+
+    @app.before_request
+    async def body_limit() -> None:
+        """Everything but attachment uploads is a small JSON record: refuse large ones unread."""
+        from quart import abort, request
+
+        upload = request.path == "/api/v1/attachments" and request.method == "POST"
+        if upload or request.method in ("GET", "HEAD", "OPTIONS"):
+            return
+        if (request.content_length or 0) > MAX_BODY_BYTES:
+            abort(413)
+        if request.content_length is None and len(await request.get_data(cache=True)) > MAX_BODY_BYTES:
+            abort(413)  # chunked: read (at most the global limit) and measure
     if services is not None:
         _mount_api(app, services)
 
@@ -68,6 +84,10 @@ def _mount_api(app: Quart, services) -> None:
     app.register_blueprint(api)
     if services.router is not None:
         app.register_blueprint(ws_api)
+    if services.attachments is not None:
+        from .attachments_api import attachments_api
+
+        app.register_blueprint(attachments_api)
 
     @app.errorhandler(AuthError)
     async def unauthenticated(exc: AuthError) -> Response:

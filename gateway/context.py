@@ -27,6 +27,7 @@ class Services:
     hub: Any = None               # gateway.connection.Hub: this gateway's connections
     name: str = "gateway-0"       # how actors address this gateway's connections
     read_log: Any = None          # async (merchant, session, after, upto) -> [(seq, frame)]
+    attachments: Any = None       # storage.attachments.AttachmentStore
 
 
 def services() -> Services:

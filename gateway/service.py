@@ -20,6 +20,7 @@ from actors.placement import PlacementTable
 from actors.router import Router
 from actors.transport import RayTransport
 from storage.actor_store import ActorStore, read_log
+from storage.attachments import LocalAttachmentStore
 from storage.records import RecordStore
 
 from .app import create_app
@@ -47,7 +48,8 @@ class GatewayService:
         self.log_store = ActorStore(self.redis, self.settings.prefix)
         services = Services(RecordStore(self.redis, self.settings.prefix),
                             TokenSigner(load_secret(self.settings.secret_file)),
-                            router=self.router, hub=self.hub, name=name, read_log=self._read_log)
+                            router=self.router, hub=self.hub, name=name, read_log=self._read_log,
+                            attachments=LocalAttachmentStore(self.settings.data_dir / "attachments"))
         self.server = GatewayServer(create_app(checks, services=services), self.settings.host, self.settings.port)
         self._handles: dict[str, object] = {}
         self.ready = asyncio.get_running_loop().create_task(self._start())

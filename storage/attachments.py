@@ -1,0 +1,97 @@
+"""Attachments (images, audio, video, files sent in conversations): an object store behind a
+small interface. The default keeps them in a local directory under the data dir, one folder
+per merchant; an S3-compatible store is the production option for multi-node clusters.
+
+Ids are 128-bit random hex: knowing one is the capability to fetch it within its merchant.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Protocol
+
+import orjson
+
+MAX_BYTES = 20 * 1024 * 1024
+# What a conversation may carry. Anything else (executables, HTML, SVG with scripts) is refused.
+ALLOWED = {
+    "image/jpeg", "image/png", "image/gif", "image/webp",
+    "audio/mpeg", "audio/ogg", "audio/wav", "audio/webm", "audio/aac", "audio/mp4",
+    "video/mp4", "video/webm", "video/quicktime",
+    "application/pdf", "text/plain", "text/csv", "application/zip",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+}
+# Leading bytes a file of the type must have: a client can't pass a program off as a picture.
+MAGIC = {
+    "image/jpeg": (b"\xff\xd8\xff",), "image/png": (b"\x89PNG\r\n\x1a\n",), "image/gif": (b"GIF87a", b"GIF89a"),
+    "image/webp": (b"RIFF",), "application/pdf": (b"%PDF-",), "application/zip": (b"PK\x03\x04", b"PK\x05\x06"),
+    "audio/ogg": (b"OggS",), "audio/wav": (b"RIFF",), "video/webm": (b"\x1a\x45\xdf\xa3",),
+    "audio/webm": (b"\x1a\x45\xdf\xa3",),
+}
+_ID = re.compile(r"^[a-f0-9]{32}$")
+_NAME = re.compile(r"^[^\x00-\x1f\x7f/\\]{1,255}$")
+
+
+class AttachmentRefused(ValueError):
+    """The upload breaks a limit; the message names the field (`mime`, `size`, `name`)."""
+
+
+def check(name: str, mime: str, data: bytes) -> None:
+    if not _NAME.match(name or ""):
+        raise AttachmentRefused("name: 1-255 characters, no slashes or control characters")
+    if mime not in ALLOWED:
+        raise AttachmentRefused(f"mime: {mime!r} is not accepted (images, audio, video, PDF, text, zip, office)")
+    if not data:
+        raise AttachmentRefused("size: the file is empty")
+    if len(data) > MAX_BYTES:
+        raise AttachmentRefused(f"size: at most {MAX_BYTES} bytes")
+    if mime in MAGIC and not data.startswith(MAGIC[mime]):
+        raise AttachmentRefused(f"mime: the content is not {mime}")
+
+
+class AttachmentStore(Protocol):
+    """Contract: `put` stores bytes under a new id of the merchant and returns its metadata;
+    `get` returns (metadata, bytes) or raises LookupError — for an id of another merchant too."""
+
+    async def put(self, merchant: str, name: str, mime: str, data: bytes) -> dict: ...
+
+    async def get(self, merchant: str, attachment_id: str) -> tuple[dict, bytes]: ...
+
+
+class LocalAttachmentStore:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def _dir(self, merchant: str) -> Path:
+        return self.root / merchant
+
+    async def put(self, merchant: str, name: str, mime: str, data: bytes) -> dict:
+        check(name, mime, data)
+        meta = {"attachment_id": uuid.uuid4().hex, "name": name, "mime": mime, "size": len(data)}
+        await asyncio.to_thread(self._write, merchant, meta, data)
+        return meta
+
+    def _write(self, merchant: str, meta: dict, data: bytes) -> None:
+        folder = self._dir(merchant)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{meta['attachment_id']}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, folder / meta["attachment_id"])  # whole or not at all
+        (folder / f"{meta['attachment_id']}.json").write_bytes(orjson.dumps(meta))
+
+    async def get(self, merchant: str, attachment_id: str) -> tuple[dict, bytes]:
+        if not _ID.match(attachment_id):
+            raise LookupError(f"attachment {attachment_id} not found")
+        return await asyncio.to_thread(self._read, merchant, attachment_id)
+
+    def _read(self, merchant: str, attachment_id: str) -> tuple[dict, bytes]:
+        folder = self._dir(merchant)
+        try:
+            meta = orjson.loads((folder / f"{attachment_id}.json").read_bytes())
+            return meta, (folder / attachment_id).read_bytes()
+        except FileNotFoundError:
+            raise LookupError(f"attachment {attachment_id} not found") from None
