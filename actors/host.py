@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 # longer than this continues in a later round via the pending-outgoing stream, so one endless
 # ping-pong can't hold the round (and every sender's acknowledgement) forever.
 MAX_LOCAL_PASSES = 64
+PUSH_BATCH = 1000        # frames per call to a gateway
 MAX_HOPS = 8             # forwarding beyond this means the tables disagree; claim it here
 HEARTBEAT_S = 2.0        # host heartbeat period; the key lives HEARTBEAT_TTL_S
 HEARTBEAT_TTL_S = 10     # a host silent this long loses its activations to others
@@ -68,6 +69,8 @@ class ActorHost:
         self._incarnation = uuid.uuid4().hex[:12]
         self._round_no = 0
         self._sending: set[asyncio.Task] = set()  # cross-host sends after commits
+        self._push_queues: dict[str, deque] = {}
+        self._push_pumps: dict[str, asyncio.Task] = {}
         self.stats = {"rounds": 0, "handled": 0, "duplicates": 0, "errors": 0, "forwarded": 0,
                       "activated": 0, "passivated": 0, "commits_retried": 0, "push_failures": 0, "rejected": 0}
 
@@ -90,6 +93,7 @@ class ActorHost:
         """Stop at once, as a crash would: what is not committed is re-sent by its senders,
         what is committed but undelivered is re-sent by the next incarnation."""
         tasks = self.tasks + list(self._sending) + [c.pump for c in self.router.channels.values() if c.pump]
+        tasks += list(self._push_pumps.values())
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -344,21 +348,25 @@ class ActorHost:
             self._drain_request.set_result(self._drained)
 
     def _spawn_pushes(self, pushes: list[tuple[str, dict]]) -> None:
-        by_gateway: dict[str, list] = {}
+        """Queue pushes per gateway; one call in flight per gateway keeps them in order (an
+        async Ray actor runs concurrent calls out of order)."""
         for connection, frame in pushes:
             gateway, _, conn = connection.partition("/")
-            by_gateway.setdefault(gateway, []).append((conn, frame))
-        for gateway, items in by_gateway.items():
-            task = asyncio.create_task(self._push(gateway, items))
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
+            self._push_queues.setdefault(gateway, deque()).append((conn, frame))
+        for gateway in {c.partition("/")[0] for c, _ in pushes}:
+            pump = self._push_pumps.get(gateway)
+            if pump is None or pump.done():
+                self._push_pumps[gateway] = asyncio.create_task(self._push_pump(gateway))
 
-    async def _push(self, gateway: str, items: list) -> None:
-        try:
-            await self.pusher(gateway, items)
-        except Exception as exc:  # at most once: the client resumes from the log
-            self.stats["push_failures"] += 1
-            log.warning("host %s: push to %s failed: %s", self.id, gateway, exc)
+    async def _push_pump(self, gateway: str) -> None:
+        queue = self._push_queues[gateway]
+        while queue:
+            batch = [queue.popleft() for _ in range(min(len(queue), PUSH_BATCH))]
+            try:
+                await self.pusher(gateway, batch)
+            except Exception as exc:  # at most once: clients fill gaps from the log
+                self.stats["push_failures"] += 1
+                log.warning("host %s: push to %s failed: %s", self.id, gateway, exc)
 
     def _spawn_send(self, entry: bytes | None, wires: list[list]) -> None:
         task = asyncio.create_task(self._send_outgoing(entry, wires))

@@ -78,10 +78,19 @@ class Connection:
 
     async def _send_msg(self, frame: dict) -> None:
         session, seq = frame["session"], frame["seq"]
-        if session in self.last_seq and seq <= self.last_seq[session]:
+        last = self.last_seq.get(session)
+        if last is not None and seq <= last:
             return  # already sent (a replay overlapping live pushes)
+        if last is not None and seq > last + 1:
+            await self._fill_gap(session, last, seq - 1)  # a push was lost or overtaken: the log has it
         self.last_seq[session] = seq
         await self.send(encode(frame, self.binary))
+
+    async def _fill_gap(self, session: str, after: int, upto: int) -> None:
+        for seq, entry in await self.read_log(self.principal.merchant, session, after, upto):
+            if seq == self.last_seq.get(session, after) + 1:
+                self.last_seq[session] = seq
+                await self.send(encode(entry, self.binary))
 
     async def _replay(self, frame: dict) -> None:
         session, after, upto = frame["session"], frame["after"], frame["last_seq"]
