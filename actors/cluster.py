@@ -78,7 +78,13 @@ class Cluster:
         log.info("cluster up in %.1fs: %d hosts, %d writers", time.monotonic() - t0, len(ids), s.writers)
 
     def stop(self) -> None:
-        """Gateways first (no new work), then hosts, then writers (they drain what they can)."""
+        """Gateways first (clients are told to reconnect elsewhere), then hosts, then writers
+        (they finish the batch in hand; the rest stays in the outbox)."""
+        if self.gateways:
+            try:
+                ray.get([g.say_goodbye.remote("peakdesk stopping") for g in self.gateways.values()], timeout=5)
+            except Exception:  # stopping anyway
+                log.warning("gateways did not say goodbye in time")
         for group in (self.gateways, self.hosts):
             for handle in group.values():
                 ray.kill(handle, no_restart=True)

@@ -115,7 +115,9 @@ class SessionActor(Actor):
         self._check_access(body)
         seq = int(body["seq"])
         if not 0 < seq <= self.state.get("seq", 0):
-            raise ValueError(f"read receipt for seq {seq} outside 1..{self.state.get('seq', 0)}")
+            raise Rejected("bad read receipt", (body.get("connection", ""), {
+                "t": "error", "code": "invalid_frame", "ref": self.ref.id,
+                "message": f"seq: {seq} is not a message of session {self.ref.id} (1..{self.state.get('seq', 0)})"}))
         who = body.get("from") or {}
         self.emit("message.read", payload={"seq": seq, "from": who}, **self._cols())
         self._broadcast({"t": "read", "session": self.ref.id, "seq": seq, "from": who}, skip=body.get("connection"))

@@ -45,7 +45,6 @@ async def _serve(svc: Services, ws) -> None:
     conn = await _handshake(svc, ws)
     if conn is None:
         return
-    svc.hub.add(conn)
     writer = asyncio.create_task(conn.write_forever())
     try:
         await _reader(svc, ws, conn)
@@ -77,8 +76,16 @@ async def _handshake(svc: Services, ws) -> Connection | None:
                           "principal": {"kind": principal.kind, "merchant": principal.merchant, "id": principal.id,
                                         "role": principal.role},
                           "limits": {"max_frame_bytes": 65536, "frames_per_s": 20}}, binary))
-    for session, after in hello.resume.items():
-        await _send(svc, conn, session, "subscribe", {"after": after, "role": principal.role})
+    svc.hub.add(conn)  # before resuming: the actors' answers must find the connection
+    try:
+        for session, after in hello.resume.items():
+            try:
+                await _send(svc, conn, session, "subscribe", {"after": after, "role": principal.role})
+            except FrameError as exc:
+                conn.offer(exc.frame())
+    except BaseException:
+        svc.hub.remove(conn)
+        raise
     return conn
 
 

@@ -141,3 +141,24 @@ def test_clients_told_goodbye_reconnect_and_lose_nothing(pd):
             await again.send({"t": "msg", "cid": "after", "session": session, "kind": "text", "content": {"text": "2"}})
             assert (await again.until("ack", cid="after"))["seq"] == seen + 1
     trio.run(main)
+
+
+def test_typing_indicators_and_read_receipts_reach_the_other_side(pd):
+    async def main():
+        async with connected(pd.url, pd.visitor_token()) as customer, connected(pd.url, pd.owner_token) as agent:
+            await customer.send({"t": "open", "id": "o"})
+            session = (await customer.until("opened"))["session"]
+            await agent.send({"t": "subscribe", "session": session})
+            await agent.until("resumed")
+            await customer.send({"t": "typing", "session": session, "on": True})
+            typing = await agent.until("typing")
+            assert typing["on"] is True and typing["from"]["kind"] == "visitor"
+            await customer.send({"t": "msg", "cid": "q", "session": session, "kind": "text", "content": {"text": "hi"}})
+            seq = (await agent.until("msg"))["seq"]
+            await agent.send({"t": "read", "session": session, "seq": seq})
+            read = await customer.until("read")
+            assert read["seq"] == seq and read["from"]["kind"] == "agent"
+            await agent.send({"t": "read", "session": session, "seq": seq + 5})  # not sent yet: refused
+            error = await agent.until("error")
+            assert error["code"] == "invalid_frame" and "seq" in error["message"]
+    trio.run(main)
