@@ -73,6 +73,8 @@ class Connection:
                 await self._replay(frame)
             elif frame.get("t") == "msg":
                 await self._send_msg(frame)
+            elif frame.get("t") == "ack":
+                await self._send_ack(frame)
             else:
                 await self.send(encode(frame, self.binary))
 
@@ -84,6 +86,17 @@ class Connection:
         if last is not None and seq > last + 1:
             await self._fill_gap(session, last, seq - 1)  # a push was lost or overtaken: the log has it
         self.last_seq[session] = seq
+        await self.send(encode(frame, self.binary))
+
+    async def _send_ack(self, frame: dict) -> None:
+        """The client's own message has this seq: it needs no `msg` for it, but whatever others
+        said before it must reach the client first."""
+        session, seq = frame["session"], frame["seq"]
+        last = self.last_seq.get(session)
+        if last is not None and seq > last:
+            if seq > last + 1:
+                await self._fill_gap(session, last, seq - 1)
+            self.last_seq[session] = seq
         await self.send(encode(frame, self.binary))
 
     async def _fill_gap(self, session: str, after: int, upto: int) -> None:
