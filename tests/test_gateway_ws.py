@@ -162,3 +162,48 @@ def test_typing_indicators_and_read_receipts_reach_the_other_side(pd):
             error = await agent.until("error")
             assert error["code"] == "invalid_frame" and "seq" in error["message"]
     trio.run(main)
+
+
+def test_every_websocket_action_of_merchant_a_against_merchant_bs_session_is_refused(pd):
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from gateway.auth import hash_password
+    from storage.records import RecordStore
+
+    async def make_shop_b():
+        r = aioredis.from_url(pd.settings.redis_url)
+        rs = RecordStore(r, pd.settings.prefix)
+        await rs.create_merchant("shop-b", "B", None, actor="test")
+        await rs.create_agent("shop-b", username="bowner", name="B", password_hash=hash_password("b password 123"),
+                              role="owner", actor="test")
+        await r.aclose()
+
+    asyncio.run(make_shop_b())
+    b_agent = pd.post("/api/v1/auth/login", {"merchant": "shop-b", "username": "bowner", "password": "b password 123"})
+
+    async def main():
+        async with connected(pd.url, pd.visitor_token("shop-b")) as b_customer, \
+                connected(pd.url, b_agent["token"]) as b_owner:
+            await b_customer.send({"t": "open", "id": "o"})
+            session = (await b_customer.until("opened"))["session"]
+            await b_customer.send({"t": "msg", "cid": "b1", "session": session, "kind": "text", "content": {"text": "B 的秘密"}})
+            await b_customer.until("ack", cid="b1")
+            for token in (pd.owner_token, pd.visitor_token("demo")):  # merchant A's owner and A's customer
+                async with connected(pd.url, token) as a:
+                    for frame in ({"t": "subscribe", "session": session, "after": 0},
+                                  {"t": "msg", "cid": "a1", "session": session, "kind": "text", "content": {"text": "x"}},
+                                  {"t": "typing", "session": session, "on": True},
+                                  {"t": "read", "session": session, "seq": 1}):
+                        await a.send(frame)
+                        assert (await a.until("error"))["code"] == "unknown_session", frame
+                    assert not [f for f in a.skipped if f.get("t") in ("msg", "subscribed", "resumed")]
+            await b_owner.send({"t": "subscribe", "session": session, "after": 0})
+            await b_owner.until("resumed")
+            got = [f for f in b_owner.skipped if f["t"] == "msg"]
+            assert [(f["seq"], f["cid"]) for f in got] == [(1, "b1")]  # B's conversation untouched
+            await b_customer.send({"t": "ping"})
+            await b_customer.until("pong")
+            assert not [f for f in b_customer.skipped if f["t"] in ("msg", "typing", "read")]
+    trio.run(main)
