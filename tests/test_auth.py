@@ -123,3 +123,16 @@ def test_bearer_header_problems(header, code):
 def test_bearer_header_ok_and_redact():
     assert bearer_token("Bearer abc.def") == "abc.def"
     assert redact("password=hunter2 and key=k1", "hunter2", "k1") == "password=*** and key=***"
+
+
+def test_the_documented_python_snippet_signs_what_the_gateway_verifies():
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).parent.parent / "docs" / "widget-identity.md").read_text(encoding="utf-8")
+    snippet = re.search(r"```python\n(.*?)```", doc, re.S).group(1)
+    scope: dict = {}
+    exec(snippet, scope)
+    signed = scope["sign_customer"]("shop-secret", "tmall-shop", "u-10086")
+    verify_customer_signature("shop-secret", "tmall-shop", "u-10086", signed["ts"], signed["signature"],
+                              now=signed["ts"])
