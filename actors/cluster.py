@@ -85,10 +85,17 @@ class Cluster:
                 ray.get([g.say_goodbye.remote("peakdesk stopping") for g in self.gateways.values()], timeout=5)
             except Exception:  # stopping anyway
                 log.warning("gateways did not say goodbye in time")
-        for group in (self.gateways, self.hosts):
-            for handle in group.values():
+        for handle in self.gateways.values():
+            ray.kill(handle, no_restart=True)
+        self.gateways.clear()
+        if self.hosts:
+            try:
+                ray.get([h.stop.remote() for h in self.hosts.values()], timeout=10)
+            except Exception:  # stopping anyway: nothing uncommitted was acknowledged
+                log.warning("hosts did not stop in time")
+            for handle in self.hosts.values():
                 ray.kill(handle, no_restart=True)
-            group.clear()
+            self.hosts.clear()
         if self.writers:
             try:
                 ray.get([w.stop.remote() for w in self.writers.values()], timeout=15)

@@ -84,5 +84,10 @@ class HostService:
         await self.ready
         return self.host.actor_state(key)
 
+    async def stop(self) -> None:
+        """Stop the loop before the process goes (what is committed stays; senders re-send the rest)."""
+        if self.host is not None:
+            await self.host.stop()
+
     def pid(self) -> int:
         return os.getpid()

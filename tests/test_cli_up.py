@@ -133,3 +133,32 @@ def test_up_with_an_unreachable_redis_says_so_and_starts_nothing(tmp_path):
                           capture_output=True, text=True, env=env(), timeout=60)
     assert done.returncode == 1
     assert "cannot reach Redis at redis://127.0.0.1:" in done.stderr
+
+
+def login(port: int, creds: dict) -> int:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/auth/login", method="POST",
+                                 data=json.dumps(creds).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_up_again_on_the_same_data_dir_keeps_merchants_and_logins(tmp_path):
+    versions = []
+    for round_ in range(2):
+        proc, port = start_up(tmp_path, "--hosts", "1")
+        try:
+            assert first_health_answer(proc, port, 200)[0] == 200
+            creds = dict(line.split(": ", 1) for line in (tmp_path / "data" / "demo-login.txt").read_text().splitlines())
+            assert login(port, creds) == 200  # the same password both times: nothing was recreated
+            status = subprocess.run([PEAKDESK, "status", "--data-dir", str(tmp_path / "data"), "--json"],
+                                    capture_output=True, text=True, env=env(), timeout=60)
+            versions.append(json.loads(status.stdout)["placement_version"])
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=90) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert versions[1] == versions[0] + 1
