@@ -13,14 +13,13 @@ import os
 import orjson
 import redis.asyncio as aioredis
 
-from actors.settings import Settings
-from storage.presence import Presence
-
 from actors.placement import PlacementTable
 from actors.router import Router
+from actors.settings import Settings
 from actors.transport import RayTransport
 from storage.actor_store import ActorStore, read_log
 from storage.attachments import LocalAttachmentStore
+from storage.presence import Presence
 from storage.records import RecordStore
 
 from .app import create_app

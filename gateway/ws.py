@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 
 from quart import Blueprint, websocket
@@ -114,8 +115,6 @@ async def _dispatch(svc: Services, conn: Connection, frame) -> None:
     if isinstance(frame, Hello):
         raise FrameError("invalid_frame", "hello was already sent")
     if frame.t == "ping":
-        import time
-
         conn.offer({"t": "pong", "ts": int(time.time() * 1000)})
     elif isinstance(frame, Open):
         await _open(svc, conn, frame)
