@@ -22,8 +22,9 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 ALGORITHM = "HS256"
-_API_KEY = re.compile(r"^pdk_([0-9a-f]{12})_([A-Za-z0-9_-]{32,128})$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_API_KEY = re.compile(r"pdk_([0-9a-f]{12})_([A-Za-z0-9_-]{32,128})")  # used with fullmatch: no trailing newline
+# C0 and C1 controls, DEL, and the line/paragraph separators: all break log lines and terminals
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class AuthError(Exception):
@@ -84,8 +85,10 @@ class TokenSigner:
         self.secret, self.clock, self.ttl_s = secret, clock, ttl_s
 
     def issue(self, p: Principal, ttl_s: int | None = None) -> tuple[str, int]:
+        if ttl_s is not None and ttl_s <= 0:
+            raise ValueError(f"token ttl_s must be > 0, got {ttl_s}")
         now = int(self.clock())
-        exp = now + (ttl_s or self.ttl_s)
+        exp = now + (self.ttl_s if ttl_s is None else ttl_s)
         claims = {"sub": p.id, "m": p.merchant, "k": p.kind, "r": p.role, "v": p.token_version,
                   "iat": now, "exp": exp, "jti": uuid.uuid4().hex}
         return jwt.encode(claims, self.secret, algorithm=ALGORITHM), exp
@@ -98,10 +101,12 @@ class TokenSigner:
             raise AuthError("invalid_token", "the token is not valid") from None
         if not isinstance(claims["exp"], int) or claims["exp"] <= self.clock():
             raise AuthError("expired_token", "the token has expired; log in again")
-        if not all(isinstance(claims[k], str) for k in ("sub", "m", "k", "r")):
+        version = claims.get("v", 0)
+        if not all(isinstance(claims[k], str) for k in ("sub", "m", "k", "r")) \
+                or not isinstance(version, int) or isinstance(version, bool):
             raise AuthError("invalid_token", "the token is not valid")
         return Principal(kind=claims["k"], merchant=claims["m"], id=claims["sub"], role=claims["r"],
-                         token_version=int(claims.get("v", 0)))
+                         token_version=version)
 
 
 def bearer_token(header: str | None) -> str:
@@ -123,7 +128,7 @@ def customer_signature(secret: str, merchant: str, customer_id: str, ts: int) ->
 def verify_customer_signature(secret: str, merchant: str, customer_id: str, ts: int, signature: str,
                               now: float, max_skew_s: int = 600) -> None:
     expected = customer_signature(secret, merchant, customer_id, ts)
-    if not hmac.compare_digest(expected, signature):
+    if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace")):
         raise AuthError("forged_signature", "the customer signature does not match")
     if abs(now - ts) > max_skew_s:
         raise AuthError("stale_signature", f"the customer signature is older than {max_skew_s}s; sign again")
@@ -131,7 +136,7 @@ def verify_customer_signature(secret: str, merchant: str, customer_id: str, ts: 
 
 # -- API keys ----------------------------------------------------------------------------------
 def parse_api_key(text: str) -> tuple[str, str]:
-    match = _API_KEY.match(text)
+    match = _API_KEY.fullmatch(text)
     if not match:
         raise AuthError("bad_api_key", "API keys look like pdk_<12 hex>_<secret>")
     return match.group(1), match.group(2)
@@ -143,7 +148,8 @@ def api_secret_hash(secret: str) -> str:
 
 
 def redact(text: str, *secrets: str) -> str:
-    for s in secrets:
+    # longest first: a secret that contains another (a whole API key and its secret part) goes whole
+    for s in sorted(secrets, key=lambda x: len(x or ""), reverse=True):
         if s:
             text = text.replace(s, "***")
     return text
