@@ -125,13 +125,19 @@ def test_a_flood_is_rate_limited_then_closed_4429_while_others_are_served(pd):
 
 def test_a_huge_frame_closes_the_connection_but_not_the_gateway(pd):
     async def main():
-        async with connected(pd.url, pd.visitor_token()) as client:
-            await client.send_raw("x" * (2 * 1024 * 1024))
-            with trio.fail_after(15):
-                try:
-                    while True:
-                        await client.recv()
-                except trio_websocket.ConnectionClosed as exc:
-                    assert exc.reason.code in (1009, 4413)
+        codes = []
+        # Once closed, the client does not wait out the TCP teardown: Hypercorn leaves the socket
+        # open for a while after a 1009 (unread bytes still in flight), which is not under test.
+        with trio.CancelScope() as done:
+            async with connected(pd.url, pd.visitor_token()) as client:
+                await client.send_raw("x" * (2 * 1024 * 1024))
+                with trio.fail_after(15):
+                    try:
+                        while True:
+                            await client.recv()
+                    except trio_websocket.ConnectionClosed as exc:
+                        codes.append(exc.reason.code)
+                        done.cancel()
+        assert codes and codes[0] in (1009, 4413)
         await still_serving(pd)
     trio.run(main)
