@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 import threading
@@ -42,16 +43,34 @@ def main() -> None:
 @click.option("--ray-address", default=None, help="Join this Ray cluster instead of starting one.")
 @click.option("--hosts", type=int, default=None, help="Actor hosts [CPU count].")
 @click.option("--writers", type=int, default=None, help="Outbox writers [1].")
-def up(data_dir, host, port, redis_url, clickhouse_url, ray_address, hosts, writers) -> None:
+@click.option("--attachments-url", default=None,
+              help="s3://BUCKET[/PREFIX] to keep attachments in S3 [<data-dir>/attachments]; "
+                   "credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.")
+@click.option("--s3-endpoint-url", default=None, help="An S3-compatible store (MinIO, Ceph, OSS...) [AWS].")
+@click.option("--s3-region", default=None, help="The bucket's region [$AWS_REGION, else the AWS config's].")
+def up(data_dir, host, port, redis_url, clickhouse_url, ray_address, hosts, writers,
+       attachments_url, s3_endpoint_url, s3_region) -> None:
     """Start peakdesk; Ctrl-C (or SIGTERM) stops everything it started."""
     settings = _settings(data_dir=data_dir, host=host, port=port, redis_url=redis_url,
-                         clickhouse_url=clickhouse_url, ray_address=ray_address, hosts=hosts, writers=writers)
+                         clickhouse_url=clickhouse_url, ray_address=ray_address, hosts=hosts, writers=writers,
+                         attachments_url=attachments_url, s3_endpoint_url=s3_endpoint_url,
+                         **(_s3_environment(s3_region) if attachments_url else {"s3_region": s3_region}))
     from actors.launcher import run_until_signalled
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     sys.exit(run_until_signalled(settings, stop, RUN_FILE))
+
+
+def _s3_environment(region: str | None) -> dict:
+    """The one place that reads AWS credentials from the environment: they travel in Settings to
+    the gateway on whatever Ray node it runs. Unset ones are left to boto3's chain there."""
+    env = {k: os.environ.get(k) or None for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                                  "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION")}
+    return {"s3_access_key_id": env["AWS_ACCESS_KEY_ID"], "s3_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
+            "s3_session_token": env["AWS_SESSION_TOKEN"],
+            "s3_region": region or env["AWS_REGION"] or env["AWS_DEFAULT_REGION"]}
 
 
 @main.command()

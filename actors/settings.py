@@ -6,6 +6,7 @@ machine facts); passed to every Ray actor as a plain dict, so no actor reads the
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -35,11 +36,20 @@ class Settings:
     namespace: str = "peakdesk"
     idle_passivate_s: float = 600.0
     object_store_mb: int = 256
+    attachments_url: str | None = None    # None: <data_dir>/attachments; s3://BUCKET[/PREFIX]: S3-compatible
+    s3_endpoint_url: str | None = None    # None: AWS itself; else MinIO, Ceph, OSS, SeaweedFS...
+    s3_region: str | None = None          # None: the client library's default chain
+    # Filled by the CLI from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN so they
+    # reach the gateway on any Ray node; None: the client library's own chain (profile, IAM role).
+    s3_access_key_id: str | None = field(default=None, repr=False)
+    s3_secret_access_key: str | None = field(default=None, repr=False)
+    s3_session_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).resolve())
         self._check_urls()
         self._check_numbers()
+        self._check_attachments()
 
     def _check_urls(self) -> None:
         if self.redis_url is not None and urlparse(self.redis_url).scheme not in ("redis", "rediss", "unix"):
@@ -57,6 +67,38 @@ class Settings:
                 raise ConfigError(f"{key} must be an integer from {low} to {high}, got {value!r}")
         if self.idle_passivate_s <= 0:
             raise ConfigError(f"idle_passivate_s must be > 0, got {self.idle_passivate_s!r}")
+
+    def _check_attachments(self) -> None:
+        self.attachments_s3  # parses (and so checks) attachments_url
+        endpoint = urlparse(self.s3_endpoint_url or "")
+        if self.s3_endpoint_url is not None and (endpoint.scheme not in ("http", "https") or not endpoint.hostname):
+            raise ConfigError(f"s3_endpoint_url must be http(s)://HOST[:PORT], got {self.s3_endpoint_url!r}")
+        if self.s3_region is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.s3_region):
+            raise ConfigError(f"s3_region must be a region name like us-east-1, got {self.s3_region!r}")
+        for key in ("s3_endpoint_url", "s3_region", "s3_access_key_id", "s3_secret_access_key", "s3_session_token"):
+            value = getattr(self, key)
+            if value is not None and self.attachments_s3 is None:  # most likely a forgotten --attachments-url
+                shown = repr(value) if key in ("s3_endpoint_url", "s3_region") else "given"  # never echo secrets
+                raise ConfigError(f"{key} is {shown} but attachments_url is not s3://..., got {self.attachments_url!r}")
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):  # never echo secrets
+            raise ConfigError("s3_access_key_id and s3_secret_access_key must be given together (AWS_* variables)")
+
+    @property
+    def attachments_s3(self) -> tuple[str, str] | None:
+        """(bucket, key prefix) when attachments go to S3; None for the local directory."""
+        if self.attachments_url is None:
+            return None
+        url = urlparse(self.attachments_url)
+        prefix = url.path.strip("/")
+        # Bucket names as S3 defines them; a prefix of plain segments, so no key can climb out of it.
+        segments = prefix.split("/") if prefix else []
+        ok = (url.scheme == "s3" and not any(c in self.attachments_url for c in "?#")
+              and re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", url.netloc)
+              and all(re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", s) and s.strip(".") for s in segments))
+        if not ok:
+            raise ConfigError(f"attachments_url must be s3://BUCKET[/PREFIX] (bucket: 3-63 of a-z 0-9 . -; "
+                              f"prefix: segments of A-Z a-z 0-9 _ . -), got {self.attachments_url!r}")
+        return url.netloc, prefix
 
     @property
     def embedded_clickhouse(self) -> bool:

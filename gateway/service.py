@@ -18,7 +18,7 @@ from actors.router import Router
 from actors.settings import Settings
 from actors.transport import RayTransport
 from storage.actor_store import ActorStore, read_log
-from storage.attachments import LocalAttachmentStore
+from storage.attachments import open_attachment_store
 from storage.presence import Presence
 from storage.records import RecordStore
 
@@ -48,7 +48,7 @@ class GatewayService:
         services = Services(RecordStore(self.redis, self.settings.prefix),
                             TokenSigner(load_secret(self.settings.secret_file)),
                             router=self.router, hub=self.hub, name=name, read_log=self._read_log,
-                            attachments=LocalAttachmentStore(self.settings.data_dir / "attachments"))
+                            attachments=open_attachment_store(self.settings))
         self.server = GatewayServer(create_app(checks, services=services), self.settings.host, self.settings.port)
         self._handles: dict[str, object] = {}
         self.ready = asyncio.get_running_loop().create_task(self._start())

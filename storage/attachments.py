@@ -1,6 +1,7 @@
 """Attachments (images, audio, video, files sent in conversations): an object store behind a
 small interface. The default keeps them in a local directory under the data dir, one folder
-per merchant; an S3-compatible store is the production option for multi-node clusters.
+per merchant; an S3-compatible store (attachments_s3.py) is the production option for multi-node
+clusters. `open_attachment_store(settings)` picks one.
 
 Ids are 128-bit random hex: knowing one is the capability to fetch it within its merchant.
 """
@@ -11,9 +12,12 @@ import os
 import re
 import uuid
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import orjson
+
+if TYPE_CHECKING:
+    from actors.settings import Settings
 
 MAX_BYTES = 20 * 1024 * 1024
 # What a conversation may carry. Anything else (executables, HTML, SVG with scripts) is refused.
@@ -33,11 +37,21 @@ MAGIC = {
     "audio/webm": (b"\x1a\x45\xdf\xa3",),
 }
 _ID = re.compile(r"^[a-f0-9]{32}$")
+# The merchant id pattern of gateway/schemas.py: no "/", no "..", so it is always one path segment.
+_MERCHANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _NAME = re.compile(r"^[^\x00-\x1f\x7f/\\]{1,255}$")
 
 
 class AttachmentRefused(ValueError):
     """The upload breaks a limit; the message names the field (`mime`, `size`, `name`)."""
+
+
+def is_attachment_id(value: str) -> bool:
+    return isinstance(value, str) and bool(_ID.match(value))
+
+
+def is_merchant_id(value: str) -> bool:
+    return isinstance(value, str) and bool(_MERCHANT.match(value))
 
 
 def check(name: str, mime: str, data: bytes) -> None:
@@ -71,6 +85,8 @@ class LocalAttachmentStore:
 
     async def put(self, merchant: str, name: str, mime: str, data: bytes) -> dict:
         check(name, mime, data)
+        if not is_merchant_id(merchant):  # it names a folder: "../x" must not reach outside root
+            raise AttachmentRefused(f"merchant: {merchant!r} is not a merchant id")
         meta = {"attachment_id": uuid.uuid4().hex, "name": name, "mime": mime, "size": len(data)}
         await asyncio.to_thread(self._write, merchant, meta, data)
         return meta
@@ -84,7 +100,7 @@ class LocalAttachmentStore:
         (folder / f"{meta['attachment_id']}.json").write_bytes(orjson.dumps(meta))
 
     async def get(self, merchant: str, attachment_id: str) -> tuple[dict, bytes]:
-        if not _ID.match(attachment_id):
+        if not (is_attachment_id(attachment_id) and is_merchant_id(merchant)):
             raise LookupError(f"attachment {attachment_id} not found")
         return await asyncio.to_thread(self._read, merchant, attachment_id)
 
@@ -95,3 +111,18 @@ class LocalAttachmentStore:
             return meta, (folder / attachment_id).read_bytes()
         except FileNotFoundError:
             raise LookupError(f"attachment {attachment_id} not found") from None
+
+
+def open_attachment_store(settings: "Settings") -> AttachmentStore:
+    """The store the settings name: `<data_dir>/attachments` unless attachments_url is s3://."""
+    target = settings.attachments_s3
+    if target is None:
+        return LocalAttachmentStore(settings.data_dir / "attachments")
+    from .attachments_s3 import S3AttachmentStore  # boto3 is imported only when S3 is configured
+
+    bucket, prefix = target
+    return S3AttachmentStore(bucket, prefix, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region,
+                             access_key_id=settings.s3_access_key_id,
+                             secret_access_key=settings.s3_secret_access_key,
+                             session_token=settings.s3_session_token)
+
