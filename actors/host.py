@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import itertools
 import logging
 import time
 import uuid
@@ -65,7 +66,9 @@ class ActorHost:
         self._drained = 0       # activations released since the table marked us draining
         self._was_draining = False
         self._last_passivate = clock()
-        self._timers: list[tuple[float, ActorRef]] = []  # (due, actor); stale entries skipped
+        self._timers: list[tuple[float, int, ActorRef]] = []  # (due, tie-break, actor); stale entries skipped
+        self._armed: dict[ActorRef, float] = {}               # the wake-up each actor has in the heap
+        self._timer_seq = itertools.count()
         self._incarnation = uuid.uuid4().hex[:12]
         self._round_no = 0
         self._sending: set[asyncio.Task] = set()  # cross-host sends after commits
@@ -189,7 +192,9 @@ class ActorHost:
     def _due_timers(self) -> list[Envelope]:
         now, envs = self.clock(), []
         while self._timers and self._timers[0][0] <= now:
-            _, ref = heapq.heappop(self._timers)
+            due, _, ref = heapq.heappop(self._timers)
+            if self._armed.get(ref) == due:
+                del self._armed[ref]
             actor = self.active.get(ref)
             if actor is not None:
                 envs.extend(actor.due_timers(now))
@@ -197,9 +202,17 @@ class ActorHost:
         return envs
 
     def _arm(self, actor: Actor) -> None:
+        """Keep one wake-up per actor in the heap, at or before its next timer: a timer pushed
+        later (an idle timer restarted by every message) costs nothing until the wake-up finds
+        it not yet due and re-arms — the heap stays ~one entry per actor with timers."""
         due = actor.next_timer()
-        if due is not None:
-            heapq.heappush(self._timers, (due, actor.ref))
+        if due is None:
+            return
+        armed = self._armed.get(actor.ref)
+        if armed is not None and armed <= due:
+            return
+        self._armed[actor.ref] = due
+        heapq.heappush(self._timers, (due, next(self._timer_seq), actor.ref))
 
     async def _process(self, envs: list[Envelope], commit: RoundCommit) -> list[asyncio.Future]:
         """Handle envelopes in order; sends between actors of this host join the same round.

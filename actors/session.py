@@ -1,19 +1,21 @@
 """SessionActor: one conversation — its participants' connections, its messages numbered by a
-per-session sequence, its durable log (what reconnecting clients replay), its status. The
-routing issue gives it the full lifecycle (bot, queue, assignment, CSAT)."""
+per-session sequence, its durable log (what reconnecting clients replay), its status. Its
+lifecycle (queue, assignment, transfer, close, CSAT) is actors/session_lifecycle.py.
+
+Internal notes share the conversation's sequence (so agents resume them like messages) but
+carry `internal: true`: they are pushed only to agents' connections, and the gateway never
+replays them to a customer."""
 from __future__ import annotations
 
 from .base import Actor, Rejected
-from .envelope import ActorRef
+from .session_lifecycle import LEADS, REOPEN_WITHIN_S, Lifecycle
 
-LEADS = ("owner", "admin", "supervisor")  # see every conversation of their merchant
-
-STATUSES = ("new", "queued", "assigned", "closed")
+STATUSES = ("new", "queued", "assigned", "offline", "closed")
 MAX_REMEMBERED_CIDS = 512   # client message ids kept for dedupe: far more than a client has unacked
 MAX_SUBSCRIBERS = 32        # connections watching one conversation (customer tabs, agent, supervisors)
 
 
-class SessionActor(Actor):
+class SessionActor(Lifecycle, Actor):
     kind = "session"
 
     def initial_state(self) -> dict:
@@ -47,8 +49,11 @@ class SessionActor(Actor):
     def on_subscribe(self, body: dict, env) -> None:
         self._check_access(body)
         if "after" in body:  # a client (re)joining: tell its gateway what to replay
-            self.push(body["connection"], {"t": "subscribed", "session": self.ref.id,
-                                           "last_seq": self.state.get("seq", 0), "after": int(body["after"])})
+            st = self.state
+            self.push(body["connection"], {"t": "subscribed", "session": self.ref.id, "last_seq": st.get("seq", 0),
+                                           "after": int(body["after"]), "status": st["status"],
+                                           "agent_id": st["agent_id"], "position": st.get("position", 0),
+                                           "eta_s": st.get("eta_s", 0)})
         subs = self.state.setdefault("subs", {})
         subs.pop(body["connection"], None)
         subs[body["connection"]] = body.get("role", "customer")
@@ -63,48 +68,67 @@ class SessionActor(Actor):
             if connection != skip:
                 self.push(connection, frame)
 
-    # -- lifecycle -----------------------------------------------------------------------------
-    def on_open(self, body: dict, env) -> None:
-        if self.state["status"] != "new":
-            who = body.get("from")
-            if who is not None and who.get("id") != self.state["customer_id"]:
-                raise Rejected("session id taken", (body.get("connection", ""), {
-                    "t": "error", "code": "forbidden", "ref": body.get("id"), "message": "session id in use"}))
-            return  # a second open of the same conversation changes nothing
-        if body.get("connection"):
-            self.state.setdefault("subs", {})[body["connection"]] = "customer"
-        self.state.update(customer_id=str(body.get("customer_id", "")), channel=str(body.get("channel", "web")),
-                          group=str(body.get("group", "default")), status="queued")
-        self.emit("session.created", payload={k: body[k] for k in ("entry", "issue_type") if k in body}, **self._cols())
-        self.send(ActorRef("queue", self.ref.merchant, self.state["group"]), "enqueue", {"session": self.ref.id})
-
     def on_message(self, body: dict, env) -> None:
         self._check_access(body)
         connection = body.get("connection")
-        if self.state["status"] == "closed":
-            if connection:
-                self.push(connection, {"t": "error", "code": "session_closed", "cid": body.get("cid"),
-                                       "message": f"session {self.ref.id} is closed"})
-            raise ValueError(f"session {self.ref.id} is closed")
         cid = body.get("cid")
         cids = self.state.setdefault("cids", {})
         if cid is not None and cid in cids:  # the client re-sent it (lost ack): same answer
             if connection:
                 self.push(connection, {"t": "ack", "cid": cid, "session": self.ref.id, "seq": cids[cid]})
             return
+        if self.state["status"] == "closed":
+            if not self._may_reopen(body):
+                self._refuse({**body, "ref": cid}, "session_closed", f"session {self.ref.id} is closed")
+            self._reopen()
         self.state["messages"] += 1
-        seq = self.state["seq"] = self.state.get("seq", 0) + 1
         record = {k: v for k, v in body.items() if k != "connection"}
-        event = self.emit("message.sent", payload={**record, "seq": seq}, **self._cols())
+        self._append(record, cid, connection)
+        self._touch()
+
+    def _may_reopen(self, body: dict) -> bool:
+        who = body.get("from") or {}
+        closed_at = self.state.get("closed_at") or 0
+        return who.get("kind") in ("customer", "visitor") and self.clock() - closed_at <= REOPEN_WITHIN_S
+
+    def _append(self, record: dict, cid, connection, internal: bool = False) -> int:
+        """Number, log, acknowledge and broadcast one message (or internal note)."""
+        seq = self.state["seq"] = self.state.get("seq", 0) + 1
+        event = self.emit("note.added" if internal else "message.sent", payload={**record, "seq": seq},
+                          **self._cols())
         frame = {"t": "msg", "session": self.ref.id, "seq": seq, "ts": event.ts, **record}
+        if internal:
+            frame["internal"] = True
         self.append_log(seq, frame)
         if cid is not None:
+            cids = self.state.setdefault("cids", {})
             cids[cid] = seq
             while len(cids) > MAX_REMEMBERED_CIDS:
                 cids.pop(next(iter(cids)))
             if connection:
                 self.push(connection, {"t": "ack", "cid": cid, "session": self.ref.id, "seq": seq})
-        self._broadcast(frame, skip=connection)
+        for sub, role in self.state.get("subs", {}).items():
+            if sub != connection and not (internal and role == "customer"):
+                self.push(sub, frame)
+        return seq
+
+    def on_note(self, body: dict, env) -> None:
+        """An internal note: agents only, never shown to the customer."""
+        who = body.get("from") or {}
+        self._check_access(body)
+        if who.get("kind") != "agent":
+            self._refuse(body, "forbidden", "only agents write internal notes")
+        cid = body.get("cid")
+        cids = self.state.setdefault("cids", {})
+        if cid is not None and cid in cids:
+            if body.get("connection"):
+                self.push(body["connection"], {"t": "ack", "cid": cid, "session": self.ref.id, "seq": cids[cid]})
+            return
+        self._append({"cid": cid, "kind": "note", "content": {"text": str(body["text"])}, "from": who},
+                     cid, body.get("connection"), internal=True)
+
+    def _add_note(self, who: dict, text: str) -> None:
+        self._append({"kind": "note", "content": {"text": text}, "from": who}, None, None, internal=True)
 
     def on_typing(self, body: dict, env) -> None:
         self._check_access(body)
@@ -121,23 +145,3 @@ class SessionActor(Actor):
         who = body.get("from") or {}
         self.emit("message.read", payload={"seq": seq, "from": who}, **self._cols())
         self._broadcast({"t": "read", "session": self.ref.id, "seq": seq, "from": who}, skip=body.get("connection"))
-
-    def on_assign(self, body: dict, env) -> None:
-        if self.state["status"] != "queued":
-            return
-        self.state.update(status="assigned", agent_id=str(body["agent_id"]))
-        self.emit("session.assigned", **self._cols())
-        self.send(ActorRef("agent", self.ref.merchant, self.state["agent_id"]), "assigned", {"session": self.ref.id})
-        self._broadcast({"t": "event", "session": self.ref.id, "event": "session.assigned",
-                         "agent_id": self.state["agent_id"]})
-
-    def on_close(self, body: dict, env) -> None:
-        if self.state["status"] == "closed":
-            return
-        previous, self.state["status"] = self.state["status"], "closed"
-        self.emit("session.closed", payload={"by": body.get("by", "system")}, **self._cols())
-        self._broadcast({"t": "event", "session": self.ref.id, "event": "session.closed", "by": body.get("by", "system")})
-        if previous == "queued":
-            self.send(ActorRef("queue", self.ref.merchant, self.state["group"]), "dequeue", {"session": self.ref.id})
-        elif previous == "assigned":
-            self.send(ActorRef("agent", self.ref.merchant, self.state["agent_id"]), "released", {"session": self.ref.id})

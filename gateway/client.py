@@ -47,6 +47,7 @@ class Client:
         self._inbox_send, self._inbox = trio.open_memory_channel(10_000)
         self.close_code: int | None = None
         self.close_reason: str | None = None
+        self.passed: list[dict] = []
 
     # -- plumbing ------------------------------------------------------------------------------
     async def send(self, frame: dict) -> None:
@@ -126,6 +127,45 @@ class Client:
 
     async def read(self, session: str, seq: int) -> None:
         await self.send({"t": "read", "session": session, "seq": seq})
+
+    # -- agents and the conversation's lifecycle (docs/protocol.md "Routing and collaboration") ----
+    async def set_status(self, status: str) -> None:
+        """Agents: online | busy | away | offline. The server answers with an `agent` frame."""
+        await self.send({"t": "status", "status": status})
+
+    async def close(self, session: str) -> None:
+        await self.send({"t": "close", "session": session})
+
+    async def rate(self, session: str, score: int, comment: str = "") -> None:
+        """Customers: CSAT 1-5 after the conversation closed."""
+        await self.send({"t": "csat", "session": session, "score": score, "comment": comment})
+
+    async def transfer(self, session: str, *, to_agent: str | None = None, to_group: str | None = None,
+                       note: str = "") -> None:
+        frame = {"t": "transfer", "session": session, "note": note}
+        frame.update({"to_agent": to_agent} if to_agent else {"to_group": to_group})
+        await self.send(frame)
+
+    async def note(self, session: str, text: str, cid: str | None = None, timeout: float = 10) -> int:
+        """An internal note (agents only; customers never see it); returns its seq."""
+        cid = cid or uuid.uuid4().hex
+        return (await self._request({"t": "note", "cid": cid, "session": session, "text": text},
+                                    ("ack", cid), timeout))["seq"]
+
+    async def pick(self, session: str, group: str) -> None:
+        await self.send({"t": "pick", "session": session, "group": group})
+
+    async def takeover(self, session: str) -> None:
+        await self.send({"t": "takeover", "session": session})
+
+    async def until(self, t: str, timeout: float = 10, **match) -> dict:
+        """The next frame of type `t` whose fields match; frames passed over are kept in `passed`."""
+        with trio.fail_after(timeout):
+            while True:
+                frame = await self._inbox.receive()
+                if frame.get("t") == t and all(frame.get(k) == v for k, v in match.items()):
+                    return frame
+                self.passed.append(frame)
 
     async def ping(self, timeout: float = 10) -> dict:
         return await self._request({"t": "ping"}, ("pong", None), timeout)

@@ -86,6 +86,12 @@ class Connection:
         if last is not None and seq > last + 1:
             await self._fill_gap(session, last, seq - 1)  # a push was lost or overtaken: the log has it
         self.last_seq[session] = seq
+        await self._deliver(frame)
+
+    async def _deliver(self, frame: dict) -> None:
+        """Internal notes take a place in the sequence but are never shown to a customer."""
+        if frame.get("internal") and self.principal.kind in ("customer", "visitor"):
+            return
         await self.send(encode(frame, self.binary))
 
     async def _send_ack(self, frame: dict) -> None:
@@ -103,7 +109,7 @@ class Connection:
         for seq, entry in await self.read_log(self.principal.merchant, session, after, upto):
             if seq == self.last_seq.get(session, after) + 1:
                 self.last_seq[session] = seq
-                await self.send(encode(entry, self.binary))
+                await self._deliver(entry)
 
     async def _replay(self, frame: dict) -> None:
         session, after, upto = frame["session"], frame["after"], frame["last_seq"]

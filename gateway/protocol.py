@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 import msgpack
 import nh3
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError, model_validator
 
 from .errors import validation_details
 
@@ -161,9 +161,65 @@ class Ping(Strict):
     t: Literal["ping"]
 
 
-ClientFrame = Annotated[Union[Hello, Open, Subscribe, Msg, Typing, Read, Ping], Field(discriminator="t")]
+# -- conversation lifecycle and collaboration (docs/protocol.md "Routing and collaboration") -----
+AgentId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Note = Annotated[str, StringConstraints(min_length=1, max_length=2000, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$")]
+
+
+class Status(Strict):
+    t: Literal["status"]
+    status: Literal["online", "busy", "away", "offline"]
+
+
+class Close(Strict):
+    t: Literal["close"]
+    session: SessionId
+
+
+class Csat(Strict):
+    t: Literal["csat"]
+    session: SessionId
+    score: Annotated[int, Field(ge=1, le=5)]
+    comment: Annotated[str, StringConstraints(max_length=500, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$")] = ""
+
+
+class Transfer(Strict):
+    t: Literal["transfer"]
+    session: SessionId
+    to_agent: Optional[AgentId] = None
+    to_group: Optional[SessionId] = None
+    note: Annotated[str, StringConstraints(max_length=2000, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$")] = ""
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "Transfer":
+        if (self.to_agent is None) == (self.to_group is None):
+            raise ValueError("give exactly one of to_agent and to_group")
+        return self
+
+
+class NoteFrame(Strict):
+    t: Literal["note"]
+    cid: Cid
+    session: SessionId
+    text: Note
+
+
+class Pick(Strict):
+    t: Literal["pick"]
+    session: SessionId
+    group: SessionId
+
+
+class Takeover(Strict):
+    t: Literal["takeover"]
+    session: SessionId
+
+
+ClientFrame = Annotated[Union[Hello, Open, Subscribe, Msg, Typing, Read, Ping, Status, Close, Csat, Transfer,
+                              NoteFrame, Pick, Takeover], Field(discriminator="t")]
 _FRAMES = TypeAdapter(ClientFrame)
-TYPES = ("hello", "open", "subscribe", "msg", "typing", "read", "ping")
+TYPES = ("hello", "open", "subscribe", "msg", "typing", "read", "ping", "status", "close", "csat", "transfer",
+         "note", "pick", "takeover")
 
 
 def parse(frame: dict) -> BaseModel:

@@ -10,13 +10,13 @@ import uuid
 
 from quart import Blueprint, websocket
 
-from actors.envelope import ActorRef, Envelope
-
-from .auth import AuthError, Principal
+from . import ws_actions
+from .auth import AuthError
 from .connection import MAX_REFUSALS, Connection
 from .context import Services, resolve_token, services
 from .protocol import (CLOSE_FLOODING, CLOSE_TIMEOUT, CLOSE_UNAUTHENTICATED, FrameError, Hello, Msg, Open, Read,
                        Subscribe, Typing, decode, encode, parse)
+from .ws_actions import ACTIONS, session_ref
 
 log = logging.getLogger(__name__)
 ws_api = Blueprint("ws", __name__)
@@ -79,6 +79,10 @@ async def _handshake(svc: Services, ws) -> Connection | None:
                           "limits": {"max_frame_bytes": 65536, "frames_per_s": 20}}, binary))
     svc.hub.add(conn)  # before resuming: the actors' answers must find the connection
     try:
+        try:
+            await ws_actions.agent_joined(svc, conn)
+        except FrameError as exc:
+            conn.offer(exc.frame())
         for session, after in hello.resume.items():
             try:
                 await _send(svc, conn, session, "subscribe", {"after": after, "role": principal.role})
@@ -117,7 +121,7 @@ async def _dispatch(svc: Services, conn: Connection, frame) -> None:
     if frame.t == "ping":
         conn.offer({"t": "pong", "ts": int(time.time() * 1000)})
     elif isinstance(frame, Open):
-        await _open(svc, conn, frame)
+        await ws_actions.open_conversation(svc, conn, frame)
     elif isinstance(frame, Subscribe):
         await _send(svc, conn, frame.session, "subscribe", {"after": frame.after, "role": p.role})
     elif isinstance(frame, Msg):
@@ -127,36 +131,20 @@ async def _dispatch(svc: Services, conn: Connection, frame) -> None:
         await _send(svc, conn, frame.session, "typing", {"on": frame.on})
     elif isinstance(frame, Read):
         await _send(svc, conn, frame.session, "read", {"seq": frame.seq})
-
-
-def _who(p: Principal) -> dict:
-    return {"kind": p.kind, "id": p.id, "role": p.role}
-
-
-async def _open(svc: Services, conn: Connection, frame: Open) -> None:
-    p = conn.principal
-    if p.kind not in ("customer", "visitor"):
-        raise FrameError("forbidden", "only customers open conversations", frame.id)
-    session = uuid.uuid4().hex[:24]
-    body = {"customer_id": p.id, "channel": frame.channel, "group": frame.group or "default",
-            "issue_type": frame.issue_type, "entry": frame.entry or {}, "id": frame.id}
-    await _send(svc, conn, session, "open", body, ref=frame.id)
-    conn.last_seq.setdefault(session, 0)
-    conn.offer({"t": "opened", "id": frame.id, "session": session})
+    elif type(frame) in ACTIONS:
+        await ACTIONS[type(frame)](svc, conn, frame)
 
 
 async def _send(svc: Services, conn: Connection, session: str, type_: str, body: dict, ref=None) -> None:
     """One envelope to the session's actor; returns once it is committed there."""
-    target = ActorRef("session", conn.principal.merchant, session)
-    body = {**body, "from": _who(conn.principal), "connection": f"{svc.name}/{conn.id}"}
-    try:
-        await svc.router.send([Envelope(target, type_, body)])
-    except Exception as exc:  # not retryable (the runtime retries what is): tell the client
-        log.warning("gateway: %s to %s failed: %s", type_, target, exc)
-        raise FrameError("unavailable", "the conversation could not be reached; try again", ref) from None
+    await ws_actions.send(svc, conn, session_ref(conn, session), type_, body, ref)
 
 
 async def _unsubscribe(svc: Services, conn: Connection) -> None:
+    try:
+        await ws_actions.agent_left(svc, conn)
+    except FrameError:
+        pass
     for session in list(conn.last_seq):
         try:
             await _send(svc, conn, session, "unsubscribe", {})

@@ -328,3 +328,55 @@ def test_messages_are_numbered_logged_acked_once_and_pushed_to_the_others(redis_
             assert [(seq, f["content"]["text"]) for seq, f in log] == [(2, "hello")]
             assert [e.payload["seq"] for e in await c.events() if e.type == "message.sent"] == [1, 2]
     run(main())
+
+
+def _merchant_moved_by(old: PlacementTable, new: PlacementTable) -> str:
+    """A merchant whose queues and agents the new table places on another host."""
+    for i in range(1000):
+        ref = ActorRef("queue", f"m{i}", "g")
+        if old.owner(ref) != new.owner(ref):
+            return f"m{i}"
+    raise AssertionError("no merchant moves")
+
+
+def test_a_thousand_arrivals_racing_fifty_agents_never_overfill_or_lose_one(redis_url, prefix):
+    """Agents on two hosts (half activated before a scale-out moved their merchant), arrivals
+    racing them as they come online: every session assigned once or still queued, none lost,
+    no agent over capacity."""
+    async def main():
+        async with LocalCluster(redis_url, prefix, 2) as c:
+            bigger = c.table.with_hosts(["host-0", "host-1", "host-2"])
+            m = _merchant_moved_by(c.table, bigger)
+            agents = [ActorRef("agent", m, f"a{i}") for i in range(50)]
+            await c.router().send([Envelope(a, "status", {"status": "offline", "capacity": 0, "groups": ["g"]})
+                                   for a in agents[:25]])  # these live on the old host
+            c.table = bigger
+            await save_placement(c.r, c.prefix, bigger.to_dict())
+            await c.start_host("host-2")
+            for h in c.hosts.values():
+                await h.set_table(bigger.to_dict())
+            r = c.router()
+            sessions = [ActorRef("session", m, f"s{i}") for i in range(1000)]
+            opens = [Envelope(s, "open", {"customer_id": f"u{i}", "group": "g"}) for i, s in enumerate(sessions)]
+            onlines = [Envelope(a, "status", {"status": "online", "capacity": 1 + i % 3, "groups": ["g"]})
+                       for i, a in enumerate(agents)]
+            mixed = [e for pair in zip(opens[:50], onlines) for e in pair] + opens[50:]  # arrivals race agents
+            await asyncio.gather(*(r.send(mixed[i:i + 37]) for i in range(0, len(mixed), 37)))
+            assert len({h for a in agents for h in c.where(a)}) >= 2
+            capacity = sum(1 + i % 3 for i in range(50))
+            queue_host = c.hosts[c.where(ActorRef("queue", m, "g"))[0]]
+            for _ in range(500):  # until every arrival reached the queue (via its customer actor)
+                assigned = [e for e in await c.events() if e.type == "session.assigned"]
+                q = queue_host.actor_state(f"queue:{m}:g")["state"]
+                if len(assigned) >= capacity and len(q["waiting"]) + len(assigned) >= 1000:
+                    break
+                await asyncio.sleep(0.02)
+            assert len({e.session_id for e in assigned}) == len(assigned) == capacity  # each once, all seats used
+            per_agent: dict[str, int] = {}
+            for e in assigned:
+                per_agent[e.agent_id] = per_agent.get(e.agent_id, 0) + 1
+            assert all(per_agent[f"a{i}"] == 1 + i % 3 for i in range(50))  # never over capacity
+            waiting = q["waiting"]
+            assert not q["offered"] and len(waiting) + len(assigned) == 1000  # none lost
+            assert {e.session_id for e in assigned}.isdisjoint(w["session"] for w in waiting)
+    run(main())

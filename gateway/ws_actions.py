@@ -1,0 +1,162 @@
+"""Websocket actions beyond messages: opening a conversation (with its route), agent status,
+closing, CSAT, transfer, internal notes, picking from a queue, supervisor take-over.
+
+The gateway gathers facts (records in Redis) and checks who may ask; the actors decide. Every
+action names the principal's own merchant in its actor address, so nothing reaches another
+merchant's actors whatever ids a client sends.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+
+from actors.arrival import Facts, open_now, route
+from actors.envelope import ActorRef, Envelope
+from storage.records import NotFound
+
+from .connection import Connection
+from .context import Services
+from .protocol import Close, Csat, FrameError, NoteFrame, Open, Pick, Status, Takeover, Transfer
+
+log = logging.getLogger(__name__)
+
+CUSTOMERS = ("customer", "visitor")
+LEADS = ("owner", "admin", "supervisor")
+
+
+def who(conn: Connection) -> dict:
+    p = conn.principal
+    return {"kind": p.kind, "id": p.id, "role": p.role}
+
+
+async def send(svc: Services, conn: Connection, target: ActorRef, type_: str, body: dict, ref=None) -> None:
+    """One envelope to an actor; returns once it is committed there."""
+    body = {**body, "from": who(conn), "connection": f"{svc.name}/{conn.id}"}
+    try:
+        await svc.router.send([Envelope(target, type_, body)])
+    except Exception as exc:  # not retryable (the runtime retries what is): tell the client
+        log.warning("gateway: %s to %s failed: %s", type_, target, exc)
+        raise FrameError("unavailable", "the conversation could not be reached; try again", ref) from None
+
+
+def session_ref(conn: Connection, session: str) -> ActorRef:
+    return ActorRef("session", conn.principal.merchant, session)
+
+
+def agent_ref(conn: Connection) -> ActorRef:
+    return ActorRef("agent", conn.principal.merchant, conn.principal.id)
+
+
+def _require(conn: Connection, kinds: tuple[str, ...], what: str, ref=None) -> None:
+    if conn.principal.kind not in kinds:
+        raise FrameError("forbidden", f"only {' or '.join(kinds)} may {what}", ref)
+
+
+# -- arrival -----------------------------------------------------------------------------------
+async def open_conversation(svc: Services, conn: Connection, frame: Open) -> None:
+    _require(conn, CUSTOMERS, "open conversations", frame.id)
+    body = await arrival(svc, conn.principal.merchant, conn.principal.id, frame)
+    session = uuid.uuid4().hex[:24]
+    await send(svc, conn, session_ref(conn, session), "open", body, ref=frame.id)
+    conn.last_seq.setdefault(session, 0)
+    conn.offer({"t": "opened", "id": frame.id, "session": session, "group": body["group"]})
+
+
+async def arrival(svc: Services, merchant: str, customer_id: str, frame: Open) -> dict:
+    """The open envelope's body: the route from the merchant's diversion rules, the group's
+    routing settings, business hours."""
+    records = svc.records
+    m = await records.get_merchant(merchant)
+    settings = m.get("settings") or {}
+    try:
+        customer = await records.get_customer(merchant, customer_id)
+    except NotFound:
+        customer = {}
+    facts = Facts(channel=frame.channel, issue_type=frame.issue_type or "", visit_count=customer.get("visit_count", 0),
+                  order_status=(frame.entry or {}).get("order_status", ""), entry=frame.entry or {},
+                  attributes=customer.get("attributes") or {})
+    chosen = route(settings.get("diversion") or [], facts, frame.group or "default")
+    try:
+        routing = (await records.get_group(merchant, chosen.group)).get("routing") or {}
+    except NotFound:
+        routing = None  # the queue keeps the settings it has (default: least load)
+    hours = settings.get("business_hours")
+    outside = not open_now(hours, dt.datetime.now(dt.timezone.utc))
+    return {"customer_id": customer_id, "channel": frame.channel, "group": chosen.group,
+            "priority": chosen.priority, "skills": list(chosen.skills), "rule": chosen.rule, "routing": routing,
+            "issue_type": frame.issue_type, "entry": frame.entry or {}, "id": frame.id,
+            "idle_close_s": int(settings.get("idle_close_minutes", 30)) * 60,
+            "outside_hours": outside, "outside_message": settings.get("offline_message") or OFFLINE_MESSAGE}
+
+
+OFFLINE_MESSAGE = "现在是非工作时间，请留言，我们上班后会尽快回复。 We are closed now: leave a message and we will reply when we are back."
+
+
+# -- agents ------------------------------------------------------------------------------------
+async def agent_joined(svc: Services, conn: Connection) -> None:
+    """An agent's console connected: it hears about its status and new conversations."""
+    if conn.principal.kind == "agent":
+        await send(svc, conn, agent_ref(conn), "subscribe", {})
+
+
+async def agent_left(svc: Services, conn: Connection) -> None:
+    if conn.principal.kind == "agent":
+        await send(svc, conn, agent_ref(conn), "unsubscribe", {})
+
+
+async def set_status(svc: Services, conn: Connection, frame: Status) -> None:
+    _require(conn, ("agent",), "set an agent status")
+    record = await svc.records.get_agent(conn.principal.merchant, conn.principal.id)
+    await send(svc, conn, agent_ref(conn), "status", {
+        "status": frame.status, "capacity": int(record.get("max_concurrent", 5)),
+        "groups": list(record.get("groups", [])), "skills": list(record.get("skills", []))})
+
+
+async def pick(svc: Services, conn: Connection, frame: Pick) -> None:
+    """Manual assignment: an agent of the group (or a supervisor) takes a waiting conversation."""
+    _require(conn, ("agent",), "pick conversations")
+    record = await svc.records.get_agent(conn.principal.merchant, conn.principal.id)
+    if frame.group not in record.get("groups", []) and conn.principal.role not in LEADS:
+        raise FrameError("forbidden", f"you are not in group {frame.group}", frame.session)
+    await send(svc, conn, ActorRef("queue", conn.principal.merchant, frame.group), "pick",
+               {"session": frame.session, "agent_id": conn.principal.id}, ref=frame.session)
+
+
+# -- a conversation ----------------------------------------------------------------------------
+async def close(svc: Services, conn: Connection, frame: Close) -> None:
+    await send(svc, conn, session_ref(conn, frame.session), "close", {}, ref=frame.session)
+
+
+async def csat(svc: Services, conn: Connection, frame: Csat) -> None:
+    _require(conn, CUSTOMERS, "rate a conversation", frame.session)
+    await send(svc, conn, session_ref(conn, frame.session), "csat",
+               {"score": frame.score, "comment": frame.comment}, ref=frame.session)
+
+
+async def transfer(svc: Services, conn: Connection, frame: Transfer) -> None:
+    _require(conn, ("agent",), "transfer conversations", frame.session)
+    if frame.to_group is not None:
+        try:
+            await svc.records.get_group(conn.principal.merchant, frame.to_group)
+        except NotFound:
+            raise FrameError("invalid_frame", f"to_group: no group {frame.to_group}", frame.session) from None
+    await send(svc, conn, session_ref(conn, frame.session), "transfer",
+               {"to_agent": frame.to_agent, "to_group": frame.to_group, "note": frame.note}, ref=frame.session)
+
+
+async def note(svc: Services, conn: Connection, frame: NoteFrame) -> None:
+    _require(conn, ("agent",), "write internal notes", frame.cid)
+    await send(svc, conn, session_ref(conn, frame.session), "note", {"cid": frame.cid, "text": frame.text},
+               ref=frame.cid)
+
+
+async def takeover(svc: Services, conn: Connection, frame: Takeover) -> None:
+    _require(conn, ("agent",), "take conversations over", frame.session)
+    if conn.principal.role not in LEADS:
+        raise FrameError("forbidden", "only supervisors, admins and owners take conversations over", frame.session)
+    await send(svc, conn, session_ref(conn, frame.session), "takeover", {}, ref=frame.session)
+
+
+ACTIONS = {Status: set_status, Close: close, Csat: csat, Transfer: transfer, NoteFrame: note, Pick: pick,
+           Takeover: takeover}
