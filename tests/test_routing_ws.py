@@ -1,0 +1,243 @@
+"""Routing and collaboration end to end over real websockets, through the gateway, hosts and
+queues on Ray with real Redis and chDB, using the project's Python client (gateway/client.py):
+assignment, queue positions, freed capacity, close and CSAT, transfer, internal notes,
+supervisor take-over."""
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+import ray
+import trio
+
+from gateway.client import ClientError, connect
+from tests.gateway_cluster import Peakdesk
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def pd(ray_session, redis_server, tmp_path_factory):
+    p = Peakdesk(redis_server.url, tmp_path_factory.mktemp("routing"), "pd-test-routing", "rt:")
+    yield p
+    p.stop()
+
+
+def group(pd: Peakdesk, **routing) -> str:
+    gid = f"g{uuid.uuid4().hex[:8]}"
+    pd.post("/api/v1/groups", {"group_id": gid, "name": gid, "routing": routing}, pd.owner_token)
+    return gid
+
+
+def agent(pd: Peakdesk, groups: list[str], max_concurrent: int = 5, role: str = "agent") -> tuple[str, str]:
+    """A new agent of the demo merchant; returns (agent id, token)."""
+    username = f"u{uuid.uuid4().hex[:10]}"
+    record = pd.post("/api/v1/agents", {"username": username, "name": "小王 Wang", "password": "correct-horse-9",
+                                        "role": role, "groups": groups, "max_concurrent": max_concurrent},
+                     pd.owner_token)
+    token = pd.post("/api/v1/auth/login", {"merchant": "demo", "username": username,
+                                           "password": "correct-horse-9"})["token"]
+    return record["agent_id"], token
+
+
+async def online(client) -> dict:
+    await client.set_status("online")
+    return await client.until("agent", status="online")
+
+
+def test_an_online_agent_gets_the_conversation_closes_it_and_the_customer_rates_it(pd):
+    g = group(pd)
+    agent_id, token = agent(pd, [g])
+
+    async def main():
+        async with connect(pd.url, token) as a, connect(pd.url, pd.visitor_token()) as c:
+            await online(a)
+            session = await c.open(group=g)
+            got = await a.until("assigned", session=session)
+            assert got["group"] == g
+            assert (await c.until("event", event="session.assigned"))["agent_id"] == agent_id
+            await a.subscribe(session)
+            await c.send_message(session, "text", {"text": "我的快递到哪了？"})
+            assert (await a.next_message(session))["content"]["text"] == "我的快递到哪了？"
+            await a.close(session)
+            assert (await c.until("event", event="session.closed"))["by"] == "agent"
+            await c.until("event", event="csat.invite")
+            assert (await a.until("released", session=session))["reason"] == "closed"
+            await c.rate(session, 5, "很满意 great")
+            assert (await c.until("event", event="csat.rated"))["score"] == 5
+            await c.rate(session, 1)  # once only
+            assert (await c.until("error", ref=session))["code"] == "invalid_state"
+            return session
+    session = trio.run(main)
+    types = wait_for_events(pd, session, {"session.created", "session.assigned", "session.closed", "csat.invited",
+                                          "csat.rated"})
+    assert types >= {"session.created", "queue.entered", "session.assigned", "session.closed", "csat.rated"}
+
+
+def wait_for_events(pd: Peakdesk, session: str, wanted: set[str], timeout: float = 30) -> set[str]:
+    writer = next(iter(pd.cluster.writers.values()))
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = ray.get(writer.query.remote(
+            "SELECT DISTINCT type FROM events WHERE merchant_id = 'demo' AND session_id = {s:String}", {"s": session}))
+        types = {r[0] for r in rows}
+        if wanted <= types or time.monotonic() > deadline:
+            return types
+        time.sleep(0.2)
+
+
+def test_freed_capacity_goes_to_the_oldest_waiting_within_a_second_while_arrivals_continue(pd):
+    g = group(pd)
+    _, token = agent(pd, [g], max_concurrent=1)
+
+    async def main():
+        async with connect(pd.url, token) as a, trio.open_nursery() as nursery:
+            await online(a)
+            customers: list[tuple[str, object]] = []
+
+            async def arrive():
+                ready = trio.Event()
+
+                async def customer(task_status=trio.TASK_STATUS_IGNORED):
+                    async with connect(pd.url, pd.visitor_token()) as c:
+                        session = await c.open(group=g)
+                        customers.append((session, c))
+                        ready.set()
+                        await trio.sleep_forever()
+                nursery.start_soon(customer)
+                await ready.wait()
+
+            await arrive()
+            current = (await a.until("assigned"))["session"]
+            await arrive()
+            await arrive()
+            waits = []
+            for round_ in range(5):
+                await arrive()  # arrivals continue
+                waiting = [(s, c) for s, c in customers if s != current and s not in served]
+                oldest_session, oldest = waiting[0]
+                t0 = time.perf_counter()
+                await a.close(current)
+                got = await a.until("assigned", timeout=5)
+                await oldest.until("event", event="session.assigned", timeout=5)
+                waits.append(time.perf_counter() - t0)
+                assert got["session"] == oldest_session  # the oldest, not a later arrival
+                served.add(current)
+                current = got["session"]
+            nursery.cancel_scope.cancel()
+            return waits
+
+    served: set[str] = set()
+    waits = trio.run(main)
+    print(f"freed capacity reused after (s): {[round(w, 3) for w in waits]}")
+    assert max(waits) < 1.0, waits
+
+
+def test_waiting_customers_hear_their_position_and_estimated_wait(pd):
+    g = group(pd)
+
+    async def main():
+        async with connect(pd.url, pd.visitor_token()) as c1, connect(pd.url, pd.visitor_token()) as c2:
+            s1 = await c1.open(group=g)
+            s2 = await c2.open(group=g)
+            q1 = await c1.until("queue", session=s1)
+            q2 = await c2.until("queue", session=s2)
+            assert (q1["position"], q2["position"]) == (1, 2)
+            assert 0 <= q1["eta_s"] <= q2["eta_s"]
+            await c1.close(s1)  # the first one leaves: the second moves up
+            assert (await c2.until("queue", session=s2))["position"] == 1
+    trio.run(main)
+
+
+def test_transfer_to_an_agent_with_a_note_the_customer_never_sees(pd):
+    g1, g2 = group(pd), group(pd)
+    a1_id, a1_token = agent(pd, [g1])
+    a2_id, a2_token = agent(pd, [g2])
+
+    async def main():
+        async with connect(pd.url, a1_token) as a1, connect(pd.url, a2_token) as a2, \
+                connect(pd.url, pd.visitor_token()) as c:
+            await online(a1)
+            await online(a2)
+            session = await c.open(group=g1)
+            await a1.until("assigned", session=session)
+            await a1.subscribe(session)
+            await a1.transfer(session, to_agent=a2_id, note="老客户，退款问题 refund, VIP")
+            got = await a2.until("assigned", session=session)
+            assert got["via"] == "transfer"
+            assert (await a1.until("released", session=session))["reason"] == "transfer"
+            assert (await c.until("event", event="session.transferred"))["agent_id"] == a2_id
+            await a2.subscribe(session, after=0)
+            note = await a2.next_message(session)
+            assert note["internal"] and note["content"]["text"] == "老客户，退款问题 refund, VIP"
+            await c.send_message(session, "text", {"text": "还在吗"})
+            assert (await a2.next_message(session))["content"]["text"] == "还在吗"
+            with pytest.raises(ClientError) as refused:  # the old agent no longer has access
+                await a1.send_message(session, "text", {"text": "hi"}, timeout=5)
+            assert refused.value.code == "unknown_session"
+            # back to a group's queue: a1's group
+            await a2.transfer(session, to_group=g1)
+            assert (await a1.until("assigned", session=session))["via"] == "queue"
+            assert [f for f in c.passed if f.get("internal")] == []
+    trio.run(main)
+
+
+def test_internal_notes_reach_agents_only_even_on_resume(pd):
+    g = group(pd)
+    _, token = agent(pd, [g])
+
+    async def main():
+        visitor = pd.visitor_token()
+        async with connect(pd.url, token) as a:
+            await online(a)
+            async with connect(pd.url, visitor) as c:
+                session = await c.open(group=g)
+                await a.until("assigned", session=session)
+                await a.subscribe(session)
+                await c.send_message(session, "text", {"text": "hello"})
+                note_seq = await a.note(session, "客户很着急 — call back")
+                seq = await a.send_message(session, "text", {"text": "您好"})
+                assert seq == note_seq + 1
+                got = await c.next_message(session)
+                assert got["seq"] == seq and got["content"]["text"] == "您好"  # the note was skipped
+                assert not [f for f in c.passed if f.get("t") == "msg" and f.get("internal")]
+            async with connect(pd.url, visitor, resume={session: 0}) as again:
+                texts = []
+                with trio.move_on_after(2):
+                    while True:
+                        texts.append((await again.next_message(session))["content"].get("text"))
+                assert texts == ["hello", "您好"]
+            async with connect(pd.url, pd.owner_token) as supervisor:
+                await supervisor.subscribe(session, after=0)
+                seen = [await supervisor.next_message(session) for _ in range(3)]
+                assert [f.get("internal", False) for f in seen] == [False, True, False]
+            async with connect(pd.url, visitor) as c2:  # customers may not write notes
+                await c2.send({"t": "note", "cid": "n1", "session": session, "text": "x"})
+                assert (await c2.until("error"))["code"] == "forbidden"
+    trio.run(main)
+
+
+def test_a_supervisor_watches_live_and_takes_over(pd):
+    g = group(pd)
+    a_id, a_token = agent(pd, [g])
+    sup_id, sup_token = agent(pd, [], role="supervisor")
+
+    async def main():
+        async with connect(pd.url, a_token) as a, connect(pd.url, sup_token) as sup, \
+                connect(pd.url, pd.visitor_token()) as c:
+            await online(a)
+            session = await c.open(group=g)
+            await a.until("assigned", session=session)
+            await sup.subscribe(session)  # watching live
+            await c.send_message(session, "text", {"text": "我要投诉 complaint"})
+            assert (await sup.next_message(session))["content"]["text"] == "我要投诉 complaint"
+            await a.takeover(session)  # an agent may not
+            assert (await a.until("error", ref=session))["code"] == "forbidden"
+            await sup.takeover(session)
+            assert (await sup.until("assigned", session=session))["via"] == "takeover"
+            assert (await a.until("released", session=session))["reason"] == "takeover"
+            assert (await c.until("event", event="session.taken_over"))["agent_id"] == sup_id
+            await sup.send_message(session, "text", {"text": "我是主管，马上为您处理"})
+            assert (await c.next_message(session))["content"]["text"] == "我是主管，马上为您处理"
+    trio.run(main)
