@@ -77,7 +77,7 @@ def _test(value: Any, test: Any) -> bool:
 def vip_priority(attributes: dict[str, Any]) -> int:
     try:
         return max(0, min(MAX_PRIORITY, int(attributes.get("vip_tier", 0))))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return 0
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 from quart import Blueprint
 from quart_schema import validate_request
 
+from actors.envelope import ActorRef, Envelope
+from storage.records import NotFound
+
 from .auth import Principal, hash_password, password_problem
 from .context import actor_of, authorized, services
 from .errors import ApiError
@@ -41,7 +44,14 @@ async def get_merchant(who: Principal):
 @authorized(Action.MERCHANT_UPDATE)
 @validate_request(MerchantUpdate)
 async def update_merchant(data: MerchantUpdate, who: Principal):
-    return await _records().update_merchant(who.merchant, changes(data), actor=actor_of(who))
+    wanted = changes(data)
+    for i, rule in enumerate((wanted.get("settings") or {}).get("diversion") or []):
+        try:
+            await _records().get_group(who.merchant, rule["group"])
+        except NotFound:
+            field = f"settings.diversion[{i}].group"
+            raise ApiError(422, "invalid_field", f"{field}: no group {rule['group']!r}", field) from None
+    return await _records().update_merchant(who.merchant, wanted, actor=actor_of(who))
 
 
 @api.post("/merchant/customer-secret")
@@ -158,7 +168,17 @@ async def get_group(group_id: str, who: Principal):
 @authorized(Action.GROUP_UPDATE)
 @validate_request(GroupUpdate)
 async def update_group(group_id: str, data: GroupUpdate, who: Principal):
-    return await _records().update_group(who.merchant, group_id, changes(data), actor=actor_of(who))
+    group = await _records().update_group(who.merchant, group_id, changes(data), actor=actor_of(who))
+    await _configure_queue(who.merchant, group)
+    return group
+
+
+async def _configure_queue(merchant: str, group: dict) -> None:
+    """The group's queue takes new routing settings at once (arrivals also carry them)."""
+    router = services().router
+    if router is not None and group.get("routing"):
+        await router.send([Envelope(ActorRef("queue", merchant, group["group_id"]), "configure",
+                                    {"routing": group["routing"]})])
 
 
 @api.delete("/groups/<group_id>")

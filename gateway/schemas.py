@@ -77,10 +77,38 @@ class Theme(Strict):
     nickname: Optional[Name] = None
 
 
+RuleField = Annotated[str, StringConstraints(
+    pattern=r"^(channel|issue_type|visit_count|order_status|entry\.[a-z_]{1,32}|attr\.[A-Za-z0-9_.\-\u4e00-\u9fff]{1,64})$")]
+RuleScalar = Union[Annotated[str, StringConstraints(max_length=256), AfterValidator(_no_control_in_line)], int, float,
+                   bool]
+
+
+class RuleTest(Strict):
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+    eq: Optional[RuleScalar] = None
+    ne: Optional[RuleScalar] = None
+    in_: Optional[Annotated[list[RuleScalar], Field(max_length=100)]] = Field(None, alias="in")
+    gte: Optional[Union[int, float]] = None
+    lte: Optional[Union[int, float]] = None
+    contains: Optional[Annotated[str, StringConstraints(min_length=1, max_length=256)]] = None
+
+
+class DiversionRule(Strict):
+    """分流: the first rule whose every condition holds chooses the group (actors/arrival.py)."""
+    name: Optional[Name] = None
+    when: Annotated[dict[RuleField, Union[RuleScalar, RuleTest]], Field(max_length=10)] = {}
+    group: Id
+    priority: Annotated[int, Field(ge=0, le=9)] = 0
+    skills: Annotated[list[Label], Field(max_length=20)] = []
+
+
 class MerchantSettings(Strict):
     welcome_message: Optional[Text] = None
     business_hours: Optional[BusinessHours] = None
     theme: Optional[Theme] = None
+    diversion: Optional[Annotated[list[DiversionRule], Field(max_length=50)]] = None
+    idle_close_minutes: Optional[Annotated[int, Field(ge=1, le=1440)]] = None
+    offline_message: Optional[Text] = None
 
 
 class MerchantUpdate(Strict):
@@ -133,6 +161,7 @@ class GroupRouting(Strict):
     required_skills: Annotated[list[Label], Field(max_length=20)] = []
     overflow_group: Optional[Id] = None
     overflow_after_s: Annotated[int, Field(ge=0, le=86400)] = 0
+    overflow_max_waiting: Annotated[int, Field(ge=0, le=100000)] = 0
     returning_within_days: Annotated[int, Field(ge=0, le=365)] = 7
 
 
@@ -170,4 +199,4 @@ class ApiKeyCreate(Strict):
 
 def changes(model: BaseModel) -> dict:
     """The fields the client actually sent (PATCH semantics)."""
-    return model.model_dump(exclude_unset=True)
+    return model.model_dump(exclude_unset=True, by_alias=True)

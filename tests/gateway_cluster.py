@@ -34,14 +34,22 @@ class Peakdesk:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     def post(self, path: str, body: dict, token: str | None = None) -> dict:
+        return self.request("POST", path, body, token)
+
+    def request(self, method: str, path: str, body: dict | None, token: str | None = None,
+                expect: int | None = None) -> dict:
+        """JSON in, JSON out; a status other than 2xx (or than `expect`) fails the test."""
         headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method="POST",
-                                     data=json.dumps(body).encode(), headers=headers)
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method,
+                                     data=json.dumps(body).encode() if body is not None else None, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:
-                return json.loads(resp.read())
+                status, raw = resp.status, resp.read()
         except urllib.error.HTTPError as exc:
-            raise AssertionError(f"{path}: {exc.code} {exc.read()!r}") from None
+            status, raw = exc.code, exc.read()
+        if (expect is None and not 200 <= status < 300) or (expect is not None and status != expect):
+            raise AssertionError(f"{method} {path}: {status} {raw!r}")
+        return json.loads(raw) if raw else {}
 
     def visitor_token(self, merchant: str = "demo") -> str:
         return self.post("/api/v1/auth/visitor", {"merchant": merchant})["token"]

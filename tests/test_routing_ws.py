@@ -241,3 +241,114 @@ def test_a_supervisor_watches_live_and_takes_over(pd):
             await sup.send_message(session, "text", {"text": "我是主管，马上为您处理"})
             assert (await c.next_message(session))["content"]["text"] == "我是主管，马上为您处理"
     trio.run(main)
+
+
+def signed_customer(pd: Peakdesk, customer_id: str, attributes: dict) -> str:
+    """A customer the merchant's site signed in, with attributes its back end pushed."""
+    from gateway.auth import customer_signature
+
+    pd.request("PATCH", f"/api/v1/customers/{customer_id}/attributes", {"attributes": attributes}, pd.owner_token)
+    secret = pd.post("/api/v1/merchant/customer-secret", {}, pd.owner_token)["customer_secret"]
+    ts = int(time.time())
+    return pd.post("/api/v1/auth/customer", {"merchant": "demo", "customer_id": customer_id, "ts": ts,
+                                             "signature": customer_signature(secret, "demo", customer_id, ts)})["token"]
+
+
+def test_diversion_rules_send_vip_and_refund_customers_to_their_groups(pd):
+    vip, refunds, default = group(pd), group(pd), group(pd)
+    pd.request("PATCH", "/api/v1/merchant", {"settings": {"diversion": [
+        {"name": "VIP desk", "when": {"attr.vip_tier": {"gte": 2}}, "group": vip, "priority": 1},
+        {"when": {"issue_type": {"in": ["refund", "退款"]}}, "group": refunds}]}}, pd.owner_token)
+    bad = pd.request("PATCH", "/api/v1/merchant", {"settings": {"diversion": [{"group": "nope-no-group"}]}},
+                     pd.owner_token, expect=422)
+    assert bad["field"] == "settings.diversion[0].group" and bad["error"] == "invalid_field"
+    vip_token = signed_customer(pd, f"vip-{uuid.uuid4().hex[:6]}", {"vip_tier": 3, "等级": "金卡"})
+
+    async def main():
+        async with connect(pd.url, vip_token) as c1, connect(pd.url, pd.visitor_token()) as c2, \
+                connect(pd.url, pd.visitor_token()) as c3:
+            s1 = await c1.open(group=default)
+            s2 = await c2.open(group=default, issue_type="退款")
+            s3 = await c3.open(group=default)
+            return [(await c.until("queue", session=s))["session"] for c, s in ((c1, s1), (c2, s2), (c3, s3))]
+    try:
+        sessions = trio.run(main)
+    finally:
+        pd.request("PATCH", "/api/v1/merchant", {"settings": {"diversion": []}}, pd.owner_token)
+    writer = next(iter(pd.cluster.writers.values()))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        rows = ray.get(writer.query.remote(
+            "SELECT session_id, group_id, JSONExtractInt(payload, 'priority') FROM events "
+            "WHERE type = 'session.created' AND session_id IN {s:Array(String)}", {"s": sessions}))
+        if len(rows) == 3:
+            break
+        time.sleep(0.2)
+    got = {r[0]: (r[1], r[2]) for r in rows}
+    assert [got[s] for s in sessions] == [(vip, 3), (refunds, 0), (default, 0)]  # VIP tier 3 outranks the rule's 1
+
+
+def test_outside_business_hours_nobody_queues_and_the_customer_leaves_a_message(pd):
+    g = group(pd)
+    _, token = agent(pd, [g])
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+    far = (dt.datetime.now(ZoneInfo("Asia/Shanghai")).hour + 12) % 24  # half a day away from now
+    nobody_home = {"timezone": "Asia/Shanghai", "days": {d: [{"start": f"{far:02d}:00", "end": f"{far:02d}:30"}]
+                                                           for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}}
+    pd.request("PATCH", "/api/v1/merchant", {"settings": {"business_hours": nobody_home,
+                                                          "offline_message": "下班了，请留言 — leave a message"}},
+               pd.owner_token)
+
+    async def main():
+        async with connect(pd.url, token) as a, connect(pd.url, pd.visitor_token()) as c:
+            await online(a)
+            nonlocal session
+            session = await c.open(group=g)
+            told = await c.until("event", event="outside_hours")
+            assert told["message"] == "下班了，请留言 — leave a message"
+            seq = await c.send_message(session, "text", {"text": "我的订单 TB123 没发货，请回电"})
+            assert seq == 1
+            with trio.move_on_after(1.5):
+                frame = await a.until("assigned")
+                raise AssertionError(f"assigned outside business hours: {frame}")
+        async with connect(pd.url, pd.owner_token) as supervisor:  # the message stays with the conversation
+            await supervisor.subscribe(session, after=0)
+            assert (await supervisor.next_message(session))["content"]["text"] == "我的订单 TB123 没发货，请回电"
+    session = ""
+    try:
+        trio.run(main)
+    finally:
+        pd.request("PATCH", "/api/v1/merchant", {"settings": {"business_hours": None}}, pd.owner_token)
+
+
+def test_overflow_starts_and_stops_at_the_queue_threshold(pd):
+    spill = group(pd)
+    busy = group(pd, overflow_group=spill, overflow_max_waiting=2)
+    _, token = agent(pd, [spill])
+
+    async def main():
+        async with connect(pd.url, token) as a, trio.open_nursery() as nursery:
+            await online(a)
+            clients = []
+            for _ in range(4):
+                c = await nursery.start(_customer, pd)
+                clients.append((await c.open(group=busy), c))
+                await trio.sleep(0.3)  # in order
+            # the first three wait in `busy`; the fourth finds more than 2 waiting and spills over
+            got = await a.until("assigned")
+            assert got["session"] == clients[3][0] and got["group"] == spill
+            await clients[0][1].close(clients[0][0])
+            await clients[1][1].close(clients[1][0])  # back to 1 waiting: overflow stops
+            await trio.sleep(0.5)
+            c = await nursery.start(_customer, pd)
+            s = await c.open(group=busy)
+            assert (await c.until("queue", session=s))["position"] == 2  # behind the third, in `busy`
+            nursery.cancel_scope.cancel()
+    trio.run(main)
+
+
+async def _customer(pd, task_status=trio.TASK_STATUS_IGNORED):
+    async with connect(pd.url, pd.visitor_token()) as c:
+        task_status.started(c)
+        await trio.sleep_forever()
