@@ -125,3 +125,7 @@ class AgentActor(Actor):
             self._tell_consoles({"t": "released", "session": body["session"], "reason": body.get("reason", "")})
             self._announce()
             self._tell_consoles(self._status_frame())
+
+    def on_relay(self, body: dict, env) -> None:
+        """A frame for this agent's consoles (agent-to-agent chat)."""
+        self._tell_consoles(body["frame"])

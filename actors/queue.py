@@ -13,7 +13,7 @@ POSITION_EVERY_S and only when it changed.
 """
 from __future__ import annotations
 
-from .base import Actor
+from .base import Actor, Rejected
 from .envelope import ActorRef
 from .routing import STRATEGIES, AgentSlot, Overflow, RoundRobin, Waiting, assign
 
@@ -92,7 +92,9 @@ class QueueActor(Actor):
         """Manual assignment: an agent takes a waiting conversation from the queue."""
         entry = next((w for w in self.state["waiting"] if w["session"] == body["session"]), None)
         if entry is None:
-            raise ValueError(f"session {body['session']} is not waiting in {self.ref.id}")
+            raise Rejected("not waiting", (body.get("connection", ""), {
+                "t": "error", "code": "unknown_session", "ref": body["session"], "session": body["session"],
+                "message": f"no conversation {body['session']} waiting in {self.ref.id}"}))
         self._offer(entry, str(body["agent_id"]))
 
     def on_offer_result(self, body: dict, env) -> None:

@@ -158,6 +158,14 @@ class Client:
     async def takeover(self, session: str) -> None:
         await self.send({"t": "takeover", "session": session})
 
+    async def chat(self, text: str, *, to_agent: str | None = None, group: str | None = None,
+                   cid: str | None = None, timeout: float = 10) -> int:
+        """Agent-to-agent chat, private or to a group; returns the message's seq in its room.
+        Colleagues receive `{"t": "chat", "room": ..., "seq": ..., "from": ..., "text": ...}`."""
+        cid = cid or uuid.uuid4().hex
+        frame = {"t": "chat", "cid": cid, "text": text, **({"to_agent": to_agent} if to_agent else {"group": group})}
+        return (await self._request(frame, ("ack", cid), timeout))["seq"]
+
     async def until(self, t: str, timeout: float = 10, **match) -> dict:
         """The next frame of type `t` whose fields match; frames passed over are kept in `passed`."""
         with trio.fail_after(timeout):

@@ -69,13 +69,14 @@ class Connection:
     async def write_forever(self) -> None:
         while True:
             frame = await self.queue.get()
-            if frame.get("t") == "subscribed":
+            t = frame.get("t")
+            if t == "subscribed":
                 await self._replay(frame)
-            elif frame.get("t") == "msg":
+            elif t == "msg":
                 await self._send_msg(frame)
-            elif frame.get("t") == "ack":
+            elif t == "ack" and "session" in frame:
                 await self._send_ack(frame)
-            else:
+            else:  # acks of team chat carry a room, not a session: no sequence to keep
                 await self.send(encode(frame, self.binary))
 
     async def _send_msg(self, frame: dict) -> None:
@@ -113,7 +114,7 @@ class Connection:
 
     async def _replay(self, frame: dict) -> None:
         session, after, upto = frame["session"], frame["after"], frame["last_seq"]
-        await self.send(encode({"t": "subscribed", "session": session, "last_seq": upto}, self.binary))
+        await self.send(encode({k: v for k, v in frame.items() if k != "after"}, self.binary))  # with its state
         self.last_seq[session] = max(self.last_seq.get(session, 0), after)
         while self.last_seq[session] < upto:
             entries = await self.read_log(self.principal.merchant, session, self.last_seq[session], upto)

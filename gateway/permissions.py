@@ -54,6 +54,8 @@ class Action(str, enum.Enum):
     CONVERSATION_NOTE = "conversation.note"
     CONVERSATION_VIEW_OWN = "conversation.view_own"
     CONVERSATION_VIEW_ALL = "conversation.view_all"
+    CONVERSATION_TAKE_OVER = "conversation.take_over"
+    TEAM_CHAT = "team.chat"
 
 
 O, A, S, G, P = Role.OWNER, Role.ADMIN, Role.SUPERVISOR, Role.AGENT, Role.API
@@ -101,6 +103,8 @@ MATRIX: Mapping[Action, frozenset[Role]] = {
     Action.CONVERSATION_NOTE: _PEOPLE,
     Action.CONVERSATION_VIEW_OWN: _PEOPLE,
     Action.CONVERSATION_VIEW_ALL: _LEADS,
+    Action.CONVERSATION_TAKE_OVER: _LEADS,
+    Action.TEAM_CHAT: _PEOPLE,
 }
 
 # Which roles a role may give (when creating an agent or changing its role) — and so which

@@ -215,11 +215,26 @@ class Takeover(Strict):
     session: SessionId
 
 
+class Chat(Strict):
+    """Agent-to-agent: to one colleague or to a group."""
+    t: Literal["chat"]
+    cid: Cid
+    to_agent: Optional[AgentId] = None
+    group: Optional[SessionId] = None
+    text: Note
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "Chat":
+        if (self.to_agent is None) == (self.group is None):
+            raise ValueError("give exactly one of to_agent and group")
+        return self
+
+
 ClientFrame = Annotated[Union[Hello, Open, Subscribe, Msg, Typing, Read, Ping, Status, Close, Csat, Transfer,
-                              NoteFrame, Pick, Takeover], Field(discriminator="t")]
+                              NoteFrame, Pick, Takeover, Chat], Field(discriminator="t")]
 _FRAMES = TypeAdapter(ClientFrame)
 TYPES = ("hello", "open", "subscribe", "msg", "typing", "read", "ping", "status", "close", "csat", "transfer",
-         "note", "pick", "takeover")
+         "note", "pick", "takeover", "chat")
 
 
 def parse(frame: dict) -> BaseModel:

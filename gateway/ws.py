@@ -16,6 +16,7 @@ from .connection import MAX_REFUSALS, Connection
 from .context import Services, resolve_token, services
 from .protocol import (CLOSE_FLOODING, CLOSE_TIMEOUT, CLOSE_UNAUTHENTICATED, FrameError, Hello, Msg, Open, Read,
                        Subscribe, Typing, decode, encode, parse)
+from .permissions import Action
 from .ws_actions import ACTIONS, session_ref
 
 log = logging.getLogger(__name__)
@@ -123,8 +124,10 @@ async def _dispatch(svc: Services, conn: Connection, frame) -> None:
     elif isinstance(frame, Open):
         await ws_actions.open_conversation(svc, conn, frame)
     elif isinstance(frame, Subscribe):
+        ws_actions.check_agent_action(conn, Action.CONVERSATION_VIEW_OWN, frame.session)
         await _send(svc, conn, frame.session, "subscribe", {"after": frame.after, "role": p.role})
     elif isinstance(frame, Msg):
+        ws_actions.check_agent_action(conn, Action.CONVERSATION_SEND, frame.cid)
         await _send(svc, conn, frame.session, "message",
                     {"cid": frame.cid, "kind": frame.kind, "content": frame.content}, ref=frame.cid)
     elif isinstance(frame, Typing):

@@ -17,7 +17,8 @@ from storage.records import NotFound
 
 from .connection import Connection
 from .context import Services
-from .protocol import Close, Csat, FrameError, NoteFrame, Open, Pick, Status, Takeover, Transfer
+from .permissions import Action, allowed
+from .protocol import Chat, Close, Csat, FrameError, NoteFrame, Open, Pick, Status, Takeover, Transfer
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,20 @@ def agent_ref(conn: Connection) -> ActorRef:
     return ActorRef("agent", conn.principal.merchant, conn.principal.id)
 
 
-def _require(conn: Connection, kinds: tuple[str, ...], what: str, ref=None) -> None:
-    if conn.principal.kind not in kinds:
+def _require(conn: Connection, kinds: tuple[str, ...], what: str, ref=None, action: Action | None = None) -> None:
+    """The principal's kind may do this, and an agent's role allows `action` (docs/permissions.md)."""
+    p = conn.principal
+    if p.kind not in kinds:
         raise FrameError("forbidden", f"only {' or '.join(kinds)} may {what}", ref)
+    if p.kind == "agent" and action is not None and not allowed(p.role, action):
+        raise FrameError("forbidden", f"role {p.role} may not {action.value}", ref)
+
+
+def check_agent_action(conn: Connection, action: Action, ref=None) -> None:
+    """For frames customers may send too (msg, subscribe, close): agents also need the role."""
+    p = conn.principal
+    if p.kind == "agent" and not allowed(p.role, action):
+        raise FrameError("forbidden", f"role {p.role} may not {action.value}", ref)
 
 
 # -- arrival -----------------------------------------------------------------------------------
@@ -106,7 +118,7 @@ async def agent_left(svc: Services, conn: Connection) -> None:
 
 
 async def set_status(svc: Services, conn: Connection, frame: Status) -> None:
-    _require(conn, ("agent",), "set an agent status")
+    _require(conn, ("agent",), "set an agent status", action=Action.SELF_SET_STATUS)
     record = await svc.records.get_agent(conn.principal.merchant, conn.principal.id)
     await send(svc, conn, agent_ref(conn), "status", {
         "status": frame.status, "capacity": int(record.get("max_concurrent", 5)),
@@ -115,7 +127,7 @@ async def set_status(svc: Services, conn: Connection, frame: Status) -> None:
 
 async def pick(svc: Services, conn: Connection, frame: Pick) -> None:
     """Manual assignment: an agent of the group (or a supervisor) takes a waiting conversation."""
-    _require(conn, ("agent",), "pick conversations")
+    _require(conn, ("agent",), "pick conversations", frame.session, Action.CONVERSATION_ACCEPT)
     record = await svc.records.get_agent(conn.principal.merchant, conn.principal.id)
     if frame.group not in record.get("groups", []) and conn.principal.role not in LEADS:
         raise FrameError("forbidden", f"you are not in group {frame.group}", frame.session)
@@ -125,6 +137,7 @@ async def pick(svc: Services, conn: Connection, frame: Pick) -> None:
 
 # -- a conversation ----------------------------------------------------------------------------
 async def close(svc: Services, conn: Connection, frame: Close) -> None:
+    check_agent_action(conn, Action.CONVERSATION_CLOSE, frame.session)
     await send(svc, conn, session_ref(conn, frame.session), "close", {}, ref=frame.session)
 
 
@@ -135,7 +148,7 @@ async def csat(svc: Services, conn: Connection, frame: Csat) -> None:
 
 
 async def transfer(svc: Services, conn: Connection, frame: Transfer) -> None:
-    _require(conn, ("agent",), "transfer conversations", frame.session)
+    _require(conn, ("agent",), "transfer conversations", frame.session, Action.CONVERSATION_TRANSFER)
     if frame.to_group is not None:
         try:
             await svc.records.get_group(conn.principal.merchant, frame.to_group)
@@ -146,17 +159,41 @@ async def transfer(svc: Services, conn: Connection, frame: Transfer) -> None:
 
 
 async def note(svc: Services, conn: Connection, frame: NoteFrame) -> None:
-    _require(conn, ("agent",), "write internal notes", frame.cid)
+    _require(conn, ("agent",), "write internal notes", frame.cid, Action.CONVERSATION_NOTE)
     await send(svc, conn, session_ref(conn, frame.session), "note", {"cid": frame.cid, "text": frame.text},
                ref=frame.cid)
 
 
 async def takeover(svc: Services, conn: Connection, frame: Takeover) -> None:
-    _require(conn, ("agent",), "take conversations over", frame.session)
-    if conn.principal.role not in LEADS:
-        raise FrameError("forbidden", "only supervisors, admins and owners take conversations over", frame.session)
+    _require(conn, ("agent",), "take conversations over", frame.session, Action.CONVERSATION_TAKE_OVER)
     await send(svc, conn, session_ref(conn, frame.session), "takeover", {}, ref=frame.session)
 
 
+# -- agents among themselves ------------------------------------------------------------------
+async def chat(svc: Services, conn: Connection, frame: Chat) -> None:
+    """Agent-to-agent chat: private (`to_agent`) or the whole group's (`group`)."""
+    _require(conn, ("agent",), "chat with colleagues", frame.cid, Action.TEAM_CHAT)
+    room, members = await chat_room(svc, conn.principal, frame.to_agent, frame.group, frame.cid)
+    await send(svc, conn, ActorRef("room", conn.principal.merchant, room), "message",
+               {"cid": frame.cid, "text": frame.text, "members": members}, ref=frame.cid)
+
+
+async def chat_room(svc: Services, p, to_agent: str | None, group: str | None, ref=None) -> tuple[str, list[str]]:
+    """The room id and its members; FrameError if the agent may not be in it."""
+    records = svc.records
+    if to_agent is not None:
+        try:
+            await records.get_agent(p.merchant, to_agent)
+        except NotFound:
+            raise FrameError("invalid_frame", f"to_agent: no agent {to_agent}", ref) from None
+        pair = sorted({p.id, to_agent})
+        return "dm." + ".".join(pair), pair
+    me = await records.get_agent(p.merchant, p.id)
+    if group not in me.get("groups", []) and p.role not in LEADS:
+        raise FrameError("forbidden", f"you are not in group {group}", ref)
+    members = {a["agent_id"] for a in await records.list_agents(p.merchant) if group in a.get("groups", [])}
+    return f"grp.{group}", sorted(members | {p.id})
+
+
 ACTIONS = {Status: set_status, Close: close, Csat: csat, Transfer: transfer, NoteFrame: note, Pick: pick,
-           Takeover: takeover}
+           Takeover: takeover, Chat: chat}

@@ -48,6 +48,15 @@ ERRORS = [
     ("unknown session", {"t": "msg", "cid": "x", "session": S, "kind": "text", "content": TEXT}, "unknown_session"),
     ("another merchant's session id", {"t": "subscribe", "session": "other-merchant-session", "after": 0}, "unknown_session"),
     ("agent opening a conversation", {"t": "open", "id": "x"}, "forbidden"),
+    ("status that is not one", {"t": "status", "status": "sleeping"}, "invalid_frame"),
+    ("CSAT score out of range", {"t": "csat", "session": S, "score": 9}, "invalid_frame"),
+    ("transfer to nobody", {"t": "transfer", "session": S}, "invalid_frame"),
+    ("transfer to an agent and a group", {"t": "transfer", "session": S, "to_agent": "a1", "to_group": "g"}, "invalid_frame"),
+    ("note with control characters", {"t": "note", "cid": "x", "session": S, "text": "a\x07b"}, "invalid_frame"),
+    ("chat to no one", {"t": "chat", "cid": "x", "text": "hi"}, "invalid_frame"),
+    ("pick from a malformed group", {"t": "pick", "session": S, "group": "G!"}, "invalid_frame"),
+    ("agent rating a conversation", {"t": "csat", "session": S, "score": 5}, "forbidden"),
+    ("closing someone else's session", {"t": "close", "session": S}, "unknown_session"),
 ]
 
 

@@ -190,6 +190,8 @@ def test_every_websocket_action_of_merchant_a_against_merchant_bs_session_is_ref
             session = (await b_customer.until("opened"))["session"]
             await b_customer.send({"t": "msg", "cid": "b1", "session": session, "kind": "text", "content": {"text": "B 的秘密"}})
             await b_customer.until("ack", cid="b1")
+            b_id = b_owner.welcome["principal"]["id"]
+            refusals = {"unknown_session", "forbidden", "invalid_frame"}
             for token in (pd.owner_token, pd.visitor_token("demo")):  # merchant A's owner and A's customer
                 async with connected(pd.url, token) as a:
                     for frame in ({"t": "subscribe", "session": session, "after": 0},
@@ -198,11 +200,24 @@ def test_every_websocket_action_of_merchant_a_against_merchant_bs_session_is_ref
                                   {"t": "read", "session": session, "seq": 1}):
                         await a.send(frame)
                         assert (await a.until("error"))["code"] == "unknown_session", frame
-                    assert not [f for f in a.skipped if f.get("t") in ("msg", "subscribed", "resumed")]
+                    for frame in ({"t": "close", "session": session},
+                                  {"t": "csat", "session": session, "score": 1},
+                                  {"t": "transfer", "session": session, "to_agent": b_id},
+                                  {"t": "transfer", "session": session, "to_group": "default"},
+                                  {"t": "note", "cid": "n1", "session": session, "text": "x"},
+                                  {"t": "pick", "session": session, "group": "default"},
+                                  {"t": "takeover", "session": session},
+                                  {"t": "chat", "cid": "c1", "to_agent": b_id, "text": "x"}):
+                        await a.send(frame)
+                        assert (await a.until("error"))["code"] in refusals, frame
+                    assert not [f for f in a.skipped if f.get("t") in ("msg", "subscribed", "resumed", "assigned")]
             await b_owner.send({"t": "subscribe", "session": session, "after": 0})
             await b_owner.until("resumed")
             got = [f for f in b_owner.skipped if f["t"] == "msg"]
             assert [(f["seq"], f["cid"]) for f in got] == [(1, "b1")]  # B's conversation untouched
+            state = [f for f in b_owner.skipped if f["t"] == "subscribed"][0]
+            assert (state["status"], state["agent_id"]) == ("queued", "")  # not closed, moved or taken
+            assert not [f for f in b_owner.skipped if f["t"] in ("chat", "assigned", "released")]
             await b_customer.send({"t": "ping"})
             await b_customer.until("pong")
             assert not [f for f in b_customer.skipped if f["t"] in ("msg", "typing", "read")]

@@ -50,6 +50,8 @@ conversation.close         O A S G
 conversation.note          O A S G
 conversation.view_own      O A S G
 conversation.view_all      O A S
+conversation.take_over     O A S
+team.chat                  O A S G
 """
 LETTER = dict(zip("OASGP", ROLES))
 TABLE = {line.split()[0]: {LETTER[c] for c in line.split()[1:]} for line in EXPECTED.strip().splitlines()}

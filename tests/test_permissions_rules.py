@@ -38,19 +38,21 @@ def test_api_key_management_and_the_audit_trail_are_for_owners_and_admins():
             assert MATRIX[a] == {Role.OWNER, Role.ADMIN}, a
 
 
-def test_only_leads_see_every_conversation():
+def test_only_leads_see_every_conversation_and_take_them_over():
     assert MATRIX[Action.CONVERSATION_VIEW_ALL] == {Role.OWNER, Role.ADMIN, Role.SUPERVISOR}
+    assert MATRIX[Action.CONVERSATION_TAKE_OVER] == {Role.OWNER, Role.ADMIN, Role.SUPERVISOR}
 
 
 def test_every_person_may_work_conversations_and_look_after_themselves():
     for a in Action:
-        if a.value.startswith(("conversation.", "self.")) and a is not Action.CONVERSATION_VIEW_ALL:
+        if a.value.startswith(("conversation.", "self.", "team.")) and a not in (Action.CONVERSATION_VIEW_ALL,
+                                                                                  Action.CONVERSATION_TAKE_OVER):
             assert MATRIX[a] == PEOPLE, a
 
 
 def test_agents_change_only_their_own_things():
     writes = {a for a in actions_of(Role.AGENT) if not a.endswith((".read", ".list"))}
-    assert all(a.startswith(("self.", "conversation.")) or a.endswith("_own") for a in writes), writes
+    assert all(a.startswith(("self.", "conversation.", "team.")) or a.endswith("_own") for a in writes), writes
 
 
 def test_supervisors_manage_no_people_groups_or_merchant_settings():

@@ -352,3 +352,33 @@ async def _customer(pd, task_status=trio.TASK_STATUS_IGNORED):
     async with connect(pd.url, pd.visitor_token()) as c:
         task_status.started(c)
         await trio.sleep_forever()
+
+
+def test_agents_chat_privately_and_in_their_group(pd):
+    g = group(pd)
+    a_id, a_token = agent(pd, [g])
+    b_id, b_token = agent(pd, [g])
+    c_id, c_token = agent(pd, [])
+
+    async def main():
+        async with connect(pd.url, a_token) as a, connect(pd.url, b_token) as b, connect(pd.url, c_token) as c:
+            seq = await a.chat("帮我看下 TB123 的退款？", to_agent=b_id)
+            got = await b.until("chat")
+            assert (got["seq"], got["text"], got["from"]["id"]) == (seq, "帮我看下 TB123 的退款？", a_id)
+            assert got["room"] == "dm." + ".".join(sorted([a_id, b_id]))
+            await b.chat("好的 on it", to_agent=a_id, cid="r1")
+            assert (await a.until("chat", cid="r1"))["text"] == "好的 on it"
+            assert await b.chat("好的 on it", to_agent=a_id, cid="r1") == seq + 1  # re-sent: same message
+            await a.chat("双11 准备好了吗 ready?", group=g)
+            assert (await b.until("chat", room=f"grp.{g}"))["text"] == "双11 准备好了吗 ready?"
+            with pytest.raises(ClientError) as refused:  # c is not in the group
+                await c.chat("hi", group=g)
+            assert refused.value.code == "forbidden"
+            with trio.move_on_after(1):
+                frame = await c.until("chat")
+                raise AssertionError(f"an outsider saw {frame}")
+        async with connect(pd.url, pd.visitor_token()) as customer:
+            with pytest.raises(ClientError) as refused:
+                await customer.chat("hi", to_agent=a_id)
+            assert refused.value.code == "forbidden"
+    trio.run(main)
