@@ -55,6 +55,7 @@ class Connection:
     bucket: TokenBucket = field(default_factory=TokenBucket)
     refusals: int = 0
     closing: bool = False
+    agent_view: dict | None = None  # the last `agent` frame (status, capacity, load): presence
 
     def offer(self, frame: dict) -> None:
         """Queue a frame for the client; a client that let its queue fill is closed (4001)."""
@@ -144,6 +145,8 @@ class Hub:
         for conn_id, frame in items:
             conn = self.connections.get(conn_id)
             if conn is not None:
+                if frame.get("t") == "agent":
+                    conn.agent_view = frame
                 conn.offer(frame)
                 found += 1
         return found

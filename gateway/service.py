@@ -32,6 +32,8 @@ from .server import GatewayServer
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 2.0
+PRESENCE_EVERY = 3      # heartbeats between presence refreshes (6 s) ...
+PRESENCE_TTL_S = 30     # ... well inside the TTL: a gateway that dies takes its people offline in 30 s
 
 
 class GatewayService:
@@ -90,14 +92,30 @@ class GatewayService:
         return [(seq, f) for seq, f in await read_log(self.redis, key, after, count=500) if seq <= upto]
 
     async def _heartbeats(self) -> None:
+        beat = 0
         while True:
             try:
                 await self.presence.heartbeat("gateway", self.name, {
                     "address": f"{self.settings.host}:{self.server.bound_port}", "pid": os.getpid(),
                     **self.hub.statistics()}, ttl=10)
+                if beat % PRESENCE_EVERY == 0:
+                    await self._publish_presence()
             except Exception:  # missed heartbeat: retried next period
                 log.exception("gateway heartbeat failed")
+            beat += 1
             await asyncio.sleep(HEARTBEAT_S)
+
+    async def _publish_presence(self) -> None:
+        """Who is online through this gateway, for any node and the CLI to see: agents with the
+        status, capacity and load their actor last told their console; customers online."""
+        for conn in list(self.hub.connections.values()):
+            p = conn.principal
+            if p.kind == "agent" and conn.agent_view is not None:
+                v = conn.agent_view
+                await self.presence.set_agent(p.merchant, p.id, v["status"], int(v["capacity"]), int(v["load"]),
+                                              ttl=PRESENCE_TTL_S)
+            elif p.kind in ("customer", "visitor"):
+                await self.presence.set_customer_online(p.merchant, p.id, self.name, ttl=PRESENCE_TTL_S)
 
     # -- health checks: each raises with the reason -----------------------------------------------
     async def _check_redis(self) -> None:

@@ -380,3 +380,34 @@ def test_a_thousand_arrivals_racing_fifty_agents_never_overfill_or_lose_one(redi
             assert not q["offered"] and len(waiting) + len(assigned) == 1000  # none lost
             assert {e.session_id for e in assigned}.isdisjoint(w["session"] for w in waiting)
     run(main())
+
+
+def test_a_silent_conversation_closes_by_itself_and_frees_its_agent(redis_url, prefix):
+    async def main():
+        clock = FakeClock()
+        async with LocalCluster(redis_url, prefix, 1, clock=clock) as c:
+            r, host = c.router(), c.hosts["host-0"]
+            await r.send([Envelope(ActorRef("agent", "m1", "al"), "status",
+                                   {"status": "online", "capacity": 1, "groups": ["g"]})])
+            s = ActorRef("session", "m1", "quiet")
+            await r.send([Envelope(s, "open", {"customer_id": "u1", "group": "g", "idle_close_s": 600})])
+            for _ in range(200):
+                if host.actor_state(s.key)["state"]["status"] == "assigned":
+                    break
+                await asyncio.sleep(0.01)
+            clock.t += 599
+            host.wake.set()
+            await asyncio.sleep(0.1)
+            assert host.actor_state(s.key)["state"]["status"] == "assigned"  # not yet
+            clock.t += 2
+            host.wake.set()
+            for _ in range(200):
+                if host.actor_state(s.key)["state"]["status"] == "closed":
+                    break
+                await asyncio.sleep(0.01)
+            closed = [e for e in await c.events() if e.type == "session.closed"]
+            assert [e.payload["by"] for e in closed] == ["idle"]
+            assert closed[0].payload["handle_s"] == pytest.approx(601, abs=1)
+            assert host.actor_state("agent:m1:al")["state"]["sessions"] == []  # the place is free again
+            assert "csat.invited" in [e.type for e in await c.events()]
+    run(main())

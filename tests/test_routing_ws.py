@@ -382,3 +382,95 @@ def test_agents_chat_privately_and_in_their_group(pd):
                 await customer.chat("hi", to_agent=a_id)
             assert refused.value.code == "forbidden"
     trio.run(main)
+
+
+def test_agents_online_and_their_load_are_visible_in_redis_presence(pd):
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from storage.presence import Presence
+
+    g = group(pd)
+    agent_id, token = agent(pd, [g], max_concurrent=3)
+
+    async def seen() -> dict | None:
+        r = aioredis.from_url(pd.settings.redis_url)
+        try:
+            return await Presence(r, pd.settings.prefix).get_agent("demo", agent_id)
+        finally:
+            await r.aclose()
+
+    async def until(want: dict) -> dict | None:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            got = await trio.to_thread.run_sync(lambda: asyncio.run(seen()))
+            if got and all(got[k] == v for k, v in want.items()):
+                return got
+            await trio.sleep(0.3)
+        return got
+
+    async def main():
+        async with connect(pd.url, token) as a, connect(pd.url, pd.visitor_token()) as c:
+            await online(a)
+            assert await until({"status": "online", "capacity": 3, "load": 0})
+            session = await c.open(group=g)
+            await a.until("assigned", session=session)
+            assert await until({"status": "online", "load": 1})
+            await a.set_status("away")
+            assert await until({"status": "away"})
+    trio.run(main)
+
+
+def test_a_returning_customer_gets_the_agent_who_served_them_even_if_busier(pd):
+    g = group(pd, strategy="returning_customer", returning_within_days=7)
+    p_id, p_token = agent(pd, [g], max_concurrent=2)
+    q_id, q_token = agent(pd, [g], max_concurrent=10)
+    returning = signed_customer(pd, f"ret-{uuid.uuid4().hex[:6]}", {"vip_tier": 0})
+
+    async def main():
+        async with connect(pd.url, p_token) as p, connect(pd.url, q_token) as q:
+            await online(p)
+            async with connect(pd.url, returning) as c:
+                first = await c.open(group=g)
+                await p.until("assigned", session=first)
+                await c.close(first)
+                await p.until("released", session=first)
+            async with connect(pd.url, pd.visitor_token()) as other:
+                s = await other.open(group=g)
+                await p.until("assigned", session=s)  # p now holds one of two places (load 0.5)
+                await online(q)                       # q: 0 of 10 — least load would pick q
+                async with connect(pd.url, returning) as c:
+                    again = await c.open(group=g)
+                    got = await p.until("assigned", session=again)
+                    assert got["customer_id"] == c.principal["id"]
+                    with trio.move_on_after(1):
+                        frame = await q.until("assigned")
+                        raise AssertionError(f"q was given {frame}")
+    trio.run(main)
+
+
+def test_a_reopened_conversation_returns_to_its_agent_only_if_they_have_room(pd):
+    g = group(pd)
+    a_id, token = agent(pd, [g], max_concurrent=1)
+
+    async def main():
+        async with connect(pd.url, token) as a, connect(pd.url, pd.visitor_token()) as c:
+            await online(a)
+            session = await c.open(group=g)
+            await a.until("assigned", session=session)
+            await c.close(session)
+            await a.until("released", session=session)
+            await c.send_message(session, "text", {"text": "还有一个问题 one more thing"})  # reopens
+            got = await a.until("assigned", session=session)
+            assert got["via"] == "reopen"
+            assert (await c.until("event", event="session.reopened"))["session"] == session
+            await a.close(session)
+            await a.until("released", session=session)
+            await a.set_status("away")
+            await a.until("agent", status="away")
+            await c.send_message(session, "text", {"text": "在吗？"})  # the agent is away: it queues
+            assert (await c.until("queue", session=session))["position"] == 1
+            await a.set_status("online")
+            assert (await a.until("assigned", session=session))["via"] == "queue"
+    trio.run(main)
