@@ -126,11 +126,15 @@ class QueueActor(Actor):
 
     def _assign(self) -> None:
         s = self.state
+        slots = self._slots()
+        if not s["waiting"] or not any(a.status == "online" and a.load < a.capacity for a in slots.values()):
+            self._positions_changed()
+            return  # the usual state at a peak: every place taken; nothing to sort
         by_id = {w["session"]: w for w in s["waiting"]}
         waiting = [Waiting(w["session"], w["priority"], w["arrival"], frozenset(w["skills"]), w["preferred"])
                    for w in s["waiting"]]
         rr = RoundRobin(s["rr_last"])
-        done = assign(s["routing"].get("strategy", "least_load"), self._slots(), waiting, rr)
+        done = assign(s["routing"].get("strategy", "least_load"), slots, waiting, rr)
         s["rr_last"] = rr.last
         for session, agent_id in done:
             self._offer(by_id[session], agent_id)
