@@ -48,12 +48,16 @@ def main() -> None:
                    "credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.")
 @click.option("--s3-endpoint-url", default=None, help="An S3-compatible store (MinIO, Ceph, OSS...) [AWS].")
 @click.option("--s3-region", default=None, help="The bucket's region [$AWS_REGION, else the AWS config's].")
+@click.option("--max-connections-per-ip", type=int, default=None,
+              help="Websocket connections one client IP may hold [200]; raise it behind a NAT or for `peakdesk bench`.")
+@click.option("--frames-per-s", type=int, default=None, help="Frames per second per websocket, bursts of twice that [20].")
 def up(data_dir, host, port, redis_url, clickhouse_url, ray_address, hosts, writers,
-       attachments_url, s3_endpoint_url, s3_region) -> None:
+       attachments_url, s3_endpoint_url, s3_region, max_connections_per_ip, frames_per_s) -> None:
     """Start peakdesk; Ctrl-C (or SIGTERM) stops everything it started."""
     settings = _settings(data_dir=data_dir, host=host, port=port, redis_url=redis_url,
                          clickhouse_url=clickhouse_url, ray_address=ray_address, hosts=hosts, writers=writers,
                          attachments_url=attachments_url, s3_endpoint_url=s3_endpoint_url,
+                         max_connections_per_ip=max_connections_per_ip, frames_per_s=frames_per_s,
                          **(_s3_environment(s3_region) if attachments_url else {"s3_region": s3_region}))
     from actors.launcher import run_until_signalled
 
@@ -256,3 +260,76 @@ def apikey_create(merchant_id, name, data_dir, redis_url, prefix) -> None:
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
     main()
+
+
+@main.command()
+@click.option("--url", default="ws://127.0.0.1:8080/ws", show_default=True, help="The peakdesk websocket to drive.")
+@click.option("--profile", type=click.Choice(["steady", "surge", "soak"]), default="steady", show_default=True)
+@click.option("--customers", type=click.IntRange(1, 100_000), default=100, show_default=True,
+              help="Live conversations at the base arrival rate.")
+@click.option("--agents", type=click.IntRange(1, 5_000), default=10, show_default=True)
+@click.option("--agent-capacity", type=click.IntRange(1, 100), default=None,
+              help="Conversations per agent [enough for all: customers x 1.5 / agents, at most 100].")
+@click.option("--duration", type=click.FloatRange(1, 86_400), default=60.0, show_default=True,
+              help="Seconds of arrivals; conversations then get --grace seconds to finish.")
+@click.option("--grace", type=click.FloatRange(0, 3_600), default=60.0, show_default=True)
+@click.option("--messages", type=click.IntRange(1, 1_000), default=6, show_default=True,
+              help="Customer messages per conversation (each answered).")
+@click.option("--customer-think", type=click.FloatRange(0, 600), default=3.0, show_default=True, help="Seconds (mean).")
+@click.option("--agent-think", type=click.FloatRange(0, 600), default=2.0, show_default=True, help="Seconds (mean).")
+@click.option("--message-bytes", type=click.IntRange(1, 4_000), default=60, show_default=True)
+@click.option("--surge-factor", type=click.FloatRange(1, 100), default=5.0, show_default=True,
+              help="Peak arrival rate / base rate, with --profile surge.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--baseline", type=click.Choice(["echo"]), default=None,
+              help="Also measure saturation against a bare Quart echo started here; report the ratio.")
+@click.option("--saturation-connections", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@click.option("--saturation-seconds", type=click.FloatRange(1, 600), default=10.0, show_default=True)
+@click.option("--smoke", is_flag=True, help="A 10-second small run that checks a whole conversation end to end.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where `peakdesk up` wrote demo-login.txt (used unless --username is given).")
+@click.option("--merchant", default="demo", show_default=True)
+@click.option("--username", default=None, help="An owner or admin of the merchant.")
+@click.option("--password", envvar="PEAKDESK_BENCH_PASSWORD", default=None, help="[$PEAKDESK_BENCH_PASSWORD]")
+@click.option("--seed", type=int, default=1, show_default=True)
+def bench(url, profile, customers, agents, agent_capacity, duration, grace, messages, customer_think, agent_think,
+          message_bytes, surge_factor, json_path, plot_path, baseline, saturation_connections, saturation_seconds,
+          smoke, data_dir, merchant, username, password, seed) -> None:
+    """Replay a promotion surge against a running peakdesk and prove nothing was lost.
+
+    Exit status 1 if any message was lost or shown twice, or ClickHouse's events differ from the
+    run's. Raise the server's limits for big runs: `peakdesk up --max-connections-per-ip 20000
+    --frames-per-s 1000`."""
+    import math
+
+    from bench import command
+    from bench.profiles import Plan
+    from bench.rest import Login, SetupError
+    from bench.surge import Options
+
+    if not url.startswith(("ws://", "wss://")):
+        raise click.BadParameter(f"must start with ws:// or wss://, got {url!r}", param_hint="--url")
+    if username:
+        if not password:
+            raise click.BadParameter("give --password (or $PEAKDESK_BENCH_PASSWORD) with --username",
+                                     param_hint="--password")
+        login = Login(merchant, username, password)
+    else:
+        try:
+            login = Login.from_data_dir(data_dir or default_data_dir())
+        except SetupError as exc:
+            raise click.UsageError(str(exc)) from None
+    capacity = agent_capacity or min(100, max(1, math.ceil(customers * 1.5 / agents)))
+    plan = Plan(customers=customers, agents=agents, agent_capacity=capacity, messages=messages,
+                customer_think_s=customer_think, agent_think_s=agent_think, message_bytes=message_bytes,
+                surge_factor=surge_factor)
+    o = Options(url=url, profile=profile, duration=duration, grace=grace, plan=plan, login=login, seed=seed,
+                saturation_s=saturation_seconds, saturation_connections=saturation_connections)
+    if smoke:
+        o = command.smoke(o)
+    try:
+        sys.exit(command.run(o, baseline, json_path, plot_path))
+    except SetupError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)

@@ -105,9 +105,7 @@ class AgentActor(Actor):
         s = self.state
         accept = session in s["sessions"] or bool(body.get("force")) or self._has_room()
         if accept and session not in s["sessions"]:
-            s["sessions"].append(session)
-            self._tell_consoles({"t": "assigned", "session": session, "customer_id": body.get("customer_id", ""),
-                                 "group": body.get("group", ""), "via": body.get("via", "queue")})
+            s["sessions"].append(session)  # the consoles hear of it once the session confirms
         if body.get("reply") == "session":
             self.send(ActorRef("session", self.ref.merchant, session), "offer_result",
                       {"agent_id": self.ref.id, "accepted": accept, "via": body.get("via", "")})
@@ -118,6 +116,13 @@ class AgentActor(Actor):
                 self.send(ActorRef("session", self.ref.merchant, session), "assign", {"agent_id": self.ref.id})
         self._announce()
         self._tell_consoles(self._status_frame())
+
+    def on_confirmed(self, body: dict, env) -> None:
+        """The session took this agent as its own: now the consoles may subscribe to it (told
+        any earlier, a console's subscribe could reach the session before the assignment)."""
+        if body["session"] in self.state["sessions"]:
+            self._tell_consoles({"t": "assigned", "session": body["session"], "customer_id": body.get("customer_id", ""),
+                                 "group": body.get("group", ""), "via": body.get("via", "queue")})
 
     def on_released(self, body: dict, env) -> None:
         if body["session"] in self.state["sessions"]:

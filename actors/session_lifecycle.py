@@ -108,9 +108,9 @@ class Lifecycle:
             if agent_id != self.state["agent_id"]:
                 self.send(self._agent(agent_id), "released", {"session": self.ref.id, "reason": "stale"})
             return
-        self._assigned(agent_id, "session.assigned")
+        self._assigned(agent_id, "session.assigned", via="queue")
 
-    def _assigned(self, agent_id: str, event: str, **payload) -> None:
+    def _assigned(self, agent_id: str, event: str, via: str = "queue", **payload) -> None:
         s = self.state
         wait_ms = int((self.clock() - s.get("queued_at", self.clock())) * 1000)
         s.update(status="assigned", agent_id=agent_id, assigned_at=self.clock(), enqueued=False, position=0)
@@ -118,6 +118,8 @@ class Lifecycle:
         self.send(ActorRef("customer", self.ref.merchant, s["customer_id"] or self.ref.id), "served",
                   {"agent_id": agent_id, "at": self.clock()})
         self._event_frame(event, agent_id=agent_id)
+        self.send(self._agent(agent_id), "confirmed", {"session": self.ref.id, "customer_id": s["customer_id"],
+                                                       "group": s["group"], "via": via})
         self._touch()
 
     def on_offer_result(self, body: dict, env) -> None:
@@ -132,14 +134,14 @@ class Lifecycle:
                                                   "message": f"agent {agent_id} is not online with a free place"})
             return
         if via == "reopen" and s["status"] == "queued":
-            self._assigned(agent_id, "session.assigned", reopened=True)
+            self._assigned(agent_id, "session.assigned", via="reopen", reopened=True)
         elif via in ("transfer", "takeover") and s["status"] in ("assigned", "queued") and pending:
             previous = s["agent_id"]
             if previous and previous != agent_id:
                 self.send(self._agent(previous), "released", {"session": self.ref.id, "reason": via})
             if s["status"] == "queued":
                 self.send(self._queue(), "dequeue", {"session": self.ref.id})
-            self._assigned(agent_id, "session.transferred" if via == "transfer" else "session.taken_over",
+            self._assigned(agent_id, "session.transferred" if via == "transfer" else "session.taken_over", via=via,
                            from_agent=previous, by=pending.get("by", ""), note=pending.get("note", ""))
         elif s["status"] == "closed" or s["agent_id"] != agent_id:
             self.send(self._agent(agent_id), "released", {"session": self.ref.id, "reason": "stale"})

@@ -36,6 +36,10 @@ class Settings:
     namespace: str = "peakdesk"
     idle_passivate_s: float = 600.0
     object_store_mb: int = 256
+    # websocket limits: a client IP's connections (a NAT or a load generator may need more) and
+    # each connection's frames per second (bursts of twice that)
+    max_connections_per_ip: int = 200
+    frames_per_s: int = 20
     attachments_url: str | None = None    # None: <data_dir>/attachments; s3://BUCKET[/PREFIX]: S3-compatible
     s3_endpoint_url: str | None = None    # None: AWS itself; else MinIO, Ceph, OSS, SeaweedFS...
     s3_region: str | None = None          # None: the client library's default chain
@@ -61,7 +65,8 @@ class Settings:
 
     def _check_numbers(self) -> None:
         for key, low, high in (("port", 0, 65535), ("hosts", 1, 1024), ("writers", 1, 64),
-                               ("outbox_shards", 1, 1024), ("object_store_mb", 80, 1 << 20)):
+                               ("outbox_shards", 1, 1024), ("object_store_mb", 80, 1 << 20),
+                               ("max_connections_per_ip", 1, 1_000_000), ("frames_per_s", 1, 10_000)):
             value = getattr(self, key)
             if not isinstance(value, int) or not low <= value <= high:
                 raise ConfigError(f"{key} must be an integer from {low} to {high}, got {value!r}")

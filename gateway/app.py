@@ -84,6 +84,10 @@ def _mount_api(app: Quart, services) -> None:
     app.register_blueprint(api)
     if services.router is not None:
         app.register_blueprint(ws_api)
+    if services.query is not None:
+        from .events_api import events_api
+
+        app.register_blueprint(events_api)
     if services.attachments is not None:
         from .attachments_api import attachments_api
 

@@ -48,6 +48,7 @@ class Client:
         self.close_code: int | None = None
         self.close_reason: str | None = None
         self.passed: list[dict] = []
+        self.repeats = 0
 
     # -- plumbing ------------------------------------------------------------------------------
     async def send(self, frame: dict) -> None:
@@ -67,7 +68,8 @@ class Client:
         if t == "msg":
             session, seq = frame["session"], frame["seq"]
             if seq <= self.last_seq.get(session, 0):
-                return  # seen already
+                self.repeats += 1  # seen already: a resume overlapping; counted for `peakdesk bench`
+                return
             self.last_seq[session] = seq
         key = {"ack": ("ack", frame.get("cid")), "opened": ("opened", frame.get("id")),
                "resumed": ("resumed", frame.get("session")), "pong": ("pong", None),

@@ -28,6 +28,9 @@ class Services:
     name: str = "gateway-0"       # how actors address this gateway's connections
     read_log: Any = None          # async (merchant, session, after, upto) -> [(seq, frame)]
     attachments: Any = None       # storage.attachments.AttachmentStore
+    query: Any = None             # async (sql, parameters) -> rows, through a ClickHouse writer
+    max_connections_per_ip: int = 200
+    frames_per_s: int = 20
 
 
 def services() -> Services:

@@ -50,7 +50,9 @@ class GatewayService:
         services = Services(RecordStore(self.redis, self.settings.prefix),
                             TokenSigner(load_secret(self.settings.secret_file)),
                             router=self.router, hub=self.hub, name=name, read_log=self._read_log,
-                            attachments=open_attachment_store(self.settings))
+                            attachments=open_attachment_store(self.settings), query=self._query,
+                            max_connections_per_ip=self.settings.max_connections_per_ip,
+                            frames_per_s=self.settings.frames_per_s)
         self.server = GatewayServer(create_app(checks, services=services), self.settings.host, self.settings.port)
         self._handles: dict[str, object] = {}
         self.ready = asyncio.get_running_loop().create_task(self._start())
@@ -127,6 +129,11 @@ class GatewayService:
         if not hosts:
             raise RuntimeError("no actor hosts in the placement table")
         await _remote_calls([self._handle(h) for h in hosts], "statistics")
+
+    async def _query(self, sql: str, parameters: dict | None = None) -> list:
+        """A read through a writer (in embedded mode only the writer may open chDB)."""
+        self._next_writer = (getattr(self, "_next_writer", -1) + 1) % self.settings.writers
+        return await self._handle(f"writer-{self._next_writer}").query.remote(sql, parameters)
 
     async def _check_clickhouse(self) -> None:
         await _remote_calls([self._handle(f"writer-{i}") for i in range(self.settings.writers)], "ping")

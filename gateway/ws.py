@@ -12,7 +12,7 @@ from quart import Blueprint, websocket
 
 from . import ws_actions
 from .auth import AuthError
-from .connection import MAX_REFUSALS, Connection
+from .connection import MAX_REFUSALS, Connection, TokenBucket
 from .context import Services, resolve_token, services
 from .protocol import (CLOSE_FLOODING, CLOSE_TIMEOUT, CLOSE_UNAUTHENTICATED, FrameError, Hello, Msg, Open, Read,
                        Subscribe, Typing, decode, encode, parse)
@@ -24,7 +24,6 @@ ws_api = Blueprint("ws", __name__)
 
 HELLO_TIMEOUT_S = 10
 HEARTBEAT_S = 25
-MAX_PER_IP = 200
 
 
 @ws_api.websocket("/ws")
@@ -33,7 +32,7 @@ async def ws_endpoint():
     await websocket.accept()
     ws = websocket._get_current_object()
     ip = websocket.remote_addr or "?"
-    if svc.hub.by_ip.get(ip, 0) >= MAX_PER_IP:
+    if svc.hub.by_ip.get(ip, 0) >= svc.max_connections_per_ip:
         await ws.close(4002, f"too many connections from {ip}")
         return
     svc.hub.by_ip[ip] = svc.hub.by_ip.get(ip, 0) + 1
@@ -73,11 +72,12 @@ async def _handshake(svc: Services, ws) -> Connection | None:
         await ws.send(encode({"t": "error", "code": code, "message": exc.message}, binary))
         await ws.close(CLOSE_UNAUTHENTICATED, code)
         return None
-    conn = Connection(uuid.uuid4().hex[:16], principal, binary, ws.send, ws.close, svc.read_log)
+    conn = Connection(uuid.uuid4().hex[:16], principal, binary, ws.send, ws.close, svc.read_log,
+                      bucket=TokenBucket(svc.frames_per_s, 2 * svc.frames_per_s))
     await ws.send(encode({"t": "welcome", "conn": conn.id, "heartbeat_s": HEARTBEAT_S,
                           "principal": {"kind": principal.kind, "merchant": principal.merchant, "id": principal.id,
                                         "role": principal.role},
-                          "limits": {"max_frame_bytes": 65536, "frames_per_s": 20}}, binary))
+                          "limits": {"max_frame_bytes": 65536, "frames_per_s": svc.frames_per_s}}, binary))
     svc.hub.add(conn)  # before resuming: the actors' answers must find the connection
     try:
         try:
@@ -107,7 +107,8 @@ async def _reader(svc: Services, ws, conn: Connection) -> None:
             if conn.refusals > MAX_REFUSALS:
                 await ws.close(CLOSE_FLOODING, "flooding")
                 return
-            conn.offer({"t": "error", "code": "rate_limited", "message": "slow down: 20 frames/s, bursts of 40"})
+            conn.offer({"t": "error", "code": "rate_limited",
+                        "message": f"slow down: {svc.frames_per_s} frames/s, bursts of {2 * svc.frames_per_s}"})
             continue
         try:
             await _dispatch(svc, conn, parse(decode(data)))

@@ -18,9 +18,9 @@ from actors.settings import Settings
 
 
 class Peakdesk:
-    def __init__(self, redis_url: str, data_dir, namespace: str, prefix: str, port: int = 0):
+    def __init__(self, redis_url: str, data_dir, namespace: str, prefix: str, port: int = 0, **settings):
         self.settings = Settings(data_dir=data_dir, redis_url=redis_url, hosts=2, port=port, namespace=namespace,
-                                 prefix=prefix)
+                                 prefix=prefix, **settings)
         ensure_secret(self.settings.secret_file)
         self.cluster = Cluster(self.settings)
         self.cluster.start()

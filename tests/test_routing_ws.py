@@ -102,6 +102,9 @@ def test_freed_capacity_goes_to_the_oldest_waiting_within_a_second_while_arrival
                 async def customer(task_status=trio.TASK_STATUS_IGNORED):
                     async with connect(pd.url, pd.visitor_token()) as c:
                         session = await c.open(group=g)
+                        # in the queue (or assigned) before the next one arrives: arrival order
+                        # is the order the queue hears of them, not the order they opened
+                        await c.until("queue") if customers else None
                         customers.append((session, c))
                         ready.set()
                         await trio.sleep_forever()
@@ -140,8 +143,8 @@ def test_waiting_customers_hear_their_position_and_estimated_wait(pd):
     async def main():
         async with connect(pd.url, pd.visitor_token()) as c1, connect(pd.url, pd.visitor_token()) as c2:
             s1 = await c1.open(group=g)
+            q1 = await c1.until("queue", session=s1)  # in the queue before the next one opens
             s2 = await c2.open(group=g)
-            q1 = await c1.until("queue", session=s1)
             q2 = await c2.until("queue", session=s2)
             assert (q1["position"], q2["position"]) == (1, 2)
             assert 0 <= q1["eta_s"] <= q2["eta_s"]
