@@ -92,10 +92,11 @@ def run_until_signalled(settings: Settings, stop: threading.Event, run_file_name
         print(f"peakdesk: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:
-        run_file.unlink(missing_ok=True)
-        if cluster is not None:
-            cluster.stop()
-        if ray.is_initialized():
-            ray.shutdown()
-        if redis_server is not None:
-            redis_server.stop()
+        # each step on its own: one that fails must not leave the later ones running
+        for step in (lambda: run_file.unlink(missing_ok=True), cluster and cluster.stop,
+                     lambda: ray.is_initialized() and ray.shutdown(), redis_server and redis_server.stop):
+            if step:
+                try:
+                    step()
+                except Exception:  # the shutdown boundary: say so and go on stopping the rest
+                    log.exception("peakdesk: a step of stopping failed")

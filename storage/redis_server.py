@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -65,7 +66,8 @@ class RedisServer:
         ]
         # start_new_session: a Ctrl-C in the terminal reaches `peakdesk up`, which stops the
         # server in order (after the actors that write to it), not Redis first.
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                        preexec_fn=_die_with_parent)
         log.close()
         deadline = time.monotonic() + timeout
         client = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=0.5)
@@ -101,6 +103,19 @@ class RedisServer:
         if self.process is not None and self.process.poll() is None:
             os.kill(self.process.pid, 9)
             self.process.wait()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM it when the process that started it dies, however
+    (even SIGKILL), so a killed `peakdesk up` leaves no Redis behind. Linux only; elsewhere the
+    orderly stop in `peakdesk up` is all there is."""
+    try:
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 def start_redis(data_dir: Path, port: int | None = None, host: str = "127.0.0.1") -> RedisServer:
