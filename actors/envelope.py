@@ -5,7 +5,8 @@ its envelopes (`n`, strictly increasing), channels keep one batch in flight so o
 the wire, and each actor keeps a watermark per origin so a batch re-sent after a crash is
 recognised and dropped (see actors/base.py `Actor.accepts`).
 
-Wire format (msgpack), version 1: a batch is `[1, table_version, [env, ...]]`, an envelope is
+Wire format (msgpack), version 1: a batch is `[1, table_version, [env, ...]]` (optionally a
+fourth element, the sending router's name), an envelope is
 the array `[origin, n, kind, merchant, id, type, body, hops]` — positional, short, stable.
 """
 from __future__ import annotations
@@ -80,16 +81,28 @@ class Envelope:
         return cls(ActorRef(kind, merchant, id_), type_, body, origin, n, hops)
 
 
-def encode_batch(envelopes: list[Envelope], table_version: int = 0) -> bytes:
-    return msgpack.packb([WIRE_VERSION, table_version, [e.to_wire() for e in envelopes]])
+def encode_batch(envelopes: list[Envelope], table_version: int = 0, sender: str = "") -> bytes:
+    """`sender`: the calling router's name (a gateway's, so that the host can return frames
+    for its connections with the acknowledgement); optional, a fourth element."""
+    raw = [WIRE_VERSION, table_version, [e.to_wire() for e in envelopes]]
+    return msgpack.packb(raw + [sender] if sender else raw)
 
 
 def decode_batch(data: bytes) -> tuple[int, list[Envelope]]:
     """Returns (placement table version the sender used, envelopes)."""
+    version, envs, _ = decode_batch_from(data)
+    return version, envs
+
+
+def decode_batch_from(data: bytes) -> tuple[int, list[Envelope], str]:
+    """Returns (placement table version, envelopes, the sender's name or "")."""
     try:
         raw = msgpack.unpackb(data)
     except Exception as exc:  # msgpack raises several unrelated types for garbage
         raise ProtocolError(f"batch is not valid msgpack: {exc}") from exc
-    if not isinstance(raw, list) or len(raw) != 3 or raw[0] != WIRE_VERSION:
-        raise ProtocolError(f"batch must be [{WIRE_VERSION}, version, envelopes]")
-    return raw[1], [Envelope.from_wire(w) for w in raw[2]]
+    if not isinstance(raw, list) or len(raw) not in (3, 4) or raw[0] != WIRE_VERSION:
+        raise ProtocolError(f"batch must be [{WIRE_VERSION}, version, envelopes(, sender)]")
+    sender = raw[3] if len(raw) == 4 else ""
+    if not isinstance(sender, str):
+        raise ProtocolError(f"batch sender must be a string, got {type(sender).__name__}")
+    return raw[1], [Envelope.from_wire(w) for w in raw[2]], sender

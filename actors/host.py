@@ -25,7 +25,7 @@ from typing import Awaitable, Callable
 from storage.actor_store import ActorStore, RoundCommit, StoreUnavailable, pack_snapshot
 
 from .base import Actor, Rejected
-from .envelope import ActorRef, Envelope, decode_batch
+from .envelope import ActorRef, Envelope, decode_batch_from
 from .placement import PlacementTable
 from .router import Router
 from .transport import HostTransport
@@ -105,14 +105,17 @@ class ActorHost:
     async def deliver(self, payload: bytes) -> int:
         """Handle a batch from another host or a gateway; returns our table version once every
         envelope in it is committed here or acknowledged by the host it was forwarded to."""
-        version, envs = decode_batch(payload)
+        version, envs, sender = decode_batch_from(payload)
         if version > self.table.version:
             await self.refresh_table()
         fut = asyncio.get_running_loop().create_future()
+        fut.sender = sender  # type: ignore[attr-defined]  # whose connections may ride back with the ack
         self.inbox.append((envs, fut))
         self.wake.set()
-        await fut
-        return self.table.version
+        pushes = await fut
+        # frames for the caller's own connections ride back on the answer: one Ray call saved
+        # per message on the usual path (a gateway's client talking to a session)
+        return [self.table.version, pushes] if pushes else self.table.version
 
     async def set_table(self, table: dict) -> int:
         await self.router.set_table(PlacementTable.from_dict(table))
@@ -350,15 +353,38 @@ class ActorHost:
             self._drained += len(released)
         if commit.outgoing:
             self._spawn_send(commit.entry, commit.outgoing)
-        if commit.pushes and self.pusher is not None:
-            self._spawn_pushes(commit.pushes)
+        pushes, attached = commit.pushes, {}
+        if pushes and not forwards:
+            pushes, attached = self._piggyback(items, pushes)
+        if pushes and self.pusher is not None:
+            self._spawn_pushes(pushes)
         for _, fut in items:
             if forwards:
                 asyncio.create_task(_settle(fut, forwards))
             elif not fut.done():
-                fut.set_result(None)
+                fut.set_result(attached.get(id(fut)))
         if self._drain_request and not self._drain_request.done() and not self.active:
             self._drain_request.set_result(self._drained)
+
+    def _piggyback(self, items, pushes: list[tuple[str, dict]]) -> tuple[list, dict[int, list]]:
+        """Pushes for a gateway that sent a batch this round go back with its acknowledgement —
+        unless pushes to it are already queued or in flight (they must not be overtaken).
+        Returns (the rest, {id(caller's future): [(connection id, frame), ...]})."""
+        callers = {}
+        for _, fut in items:
+            sender = getattr(fut, "sender", "")
+            if sender:  # a router that takes frames back (a gateway), not a host forwarding
+                callers[sender] = fut
+        rest, attached = [], {}
+        for connection, frame in pushes:
+            gateway, _, conn = connection.partition("/")
+            fut = callers.get(gateway)
+            pump = self._push_pumps.get(gateway)
+            if fut is not None and not self._push_queues.get(gateway) and (pump is None or pump.done()):
+                attached.setdefault(id(fut), []).append((conn, frame))
+            else:
+                rest.append((connection, frame))
+        return rest, attached
 
     def _spawn_pushes(self, pushes: list[tuple[str, dict]]) -> None:
         """Queue pushes per gateway; one call in flight per gateway keeps them in order (an

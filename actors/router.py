@@ -34,11 +34,14 @@ class Channel:
     acknowledged (with the host's table version), or failed with a non-retryable error."""
 
     def __init__(self, dest: str, transport: HostTransport, version: Callable[[], int],
-                 on_version: Callable[[int], None]):
+                 on_version: Callable[[int], None], on_pushes: Callable[[list], object] | None = None,
+                 sender: str = ""):
         self.dest = dest
         self.transport = transport
         self.version = version
         self.on_version = on_version
+        self.on_pushes = on_pushes
+        self.sender = sender
         self.queue: deque[tuple[list[Envelope], asyncio.Future]] = deque()
         self.pump: asyncio.Task | None = None
         self.sent_batches = 0
@@ -69,7 +72,7 @@ class Channel:
     async def _pump(self) -> None:
         while self.queue:
             items = self._take()
-            payload = encode_batch([e for envs, _ in items for e in envs], self.version())
+            payload = encode_batch([e for envs, _ in items for e in envs], self.version(), self.sender)
             try:
                 version = await self._call_until_acknowledged(payload)
             except Exception as exc:  # not retryable: the batch is refused, tell every sender
@@ -78,6 +81,10 @@ class Channel:
                         fut.set_exception(exc)
                 continue
             self.sent_batches += 1
+            if isinstance(version, (list, tuple)):  # [version, frames for our connections]
+                version, pushes = version
+                if self.on_pushes is not None:
+                    self.on_pushes(pushes)
             self.on_version(version)
             for _, fut in items:
                 if not fut.done():
@@ -101,13 +108,18 @@ class Router:
     """Routes envelopes by the placement table and numbers those it originates."""
 
     def __init__(self, name: str, transport: HostTransport, table: PlacementTable,
-                 load_table: Callable[[], Awaitable[PlacementTable | None]] | None = None):
+                 load_table: Callable[[], Awaitable[PlacementTable | None]] | None = None,
+                 on_pushes: Callable[[list], object] | None = None):
         """`load_table` fetches the current table; it is called when a host answers with a
-        newer table version than ours (after a scale-out or a drain)."""
+        newer table version than ours (after a scale-out or a drain). `on_pushes` takes the
+        frames for this sender's connections that a host returns with its acknowledgement
+        (a gateway's: [(connection id, frame), ...])."""
+        self.name = name
         self.origin = f"{name}@{uuid.uuid4().hex[:12]}"
         self.transport = transport
         self.table = table
         self.load_table = load_table
+        self.on_pushes = on_pushes
         self.channels: dict[str, Channel] = {}
         self._n = 0
         self._switch = asyncio.Lock()
@@ -122,7 +134,8 @@ class Router:
     def channel(self, dest: str) -> Channel:
         ch = self.channels.get(dest)
         if ch is None:
-            ch = self.channels[dest] = Channel(dest, self.transport, lambda: self.table.version, self._saw_version)
+            ch = self.channels[dest] = Channel(dest, self.transport, lambda: self.table.version, self._saw_version,
+                                               self.on_pushes, self.name if self.on_pushes else "")
         return ch
 
     def _saw_version(self, version: int) -> None:

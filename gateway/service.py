@@ -45,7 +45,7 @@ class GatewayService:
         checks = {"ray": self._check_hosts, "redis": self._check_redis, "clickhouse": self._check_clickhouse}
         self.hub = Hub()
         self.router = Router(name, RayTransport(self.settings.namespace), PlacementTable(0, ()),
-                             load_table=self._load_table)
+                             load_table=self._load_table, on_pushes=self.hub.deliver)
         self.log_store = ActorStore(self.redis, self.settings.prefix)
         services = Services(RecordStore(self.redis, self.settings.prefix),
                             TokenSigner(load_secret(self.settings.secret_file)),

@@ -411,3 +411,27 @@ def test_a_silent_conversation_closes_by_itself_and_frees_its_agent(redis_url, p
             assert host.actor_state("agent:m1:al")["state"]["sessions"] == []  # the place is free again
             assert "csat.invited" in [e.type for e in await c.events()]
     run(main())
+
+
+def test_frames_for_the_senders_own_connections_ride_back_with_its_acknowledgement(redis_url, prefix):
+    async def main():
+        async with LocalCluster(redis_url, prefix, 1) as c:
+            host, s = c.hosts["host-0"], ActorRef("session", "m1", "pig")
+            await c.router().send([Envelope(s, "open", {"customer_id": "u1", "group": "g"}),
+                                   Envelope(s, "subscribe", {"connection": "gw/c1", "role": "customer"}),
+                                   Envelope(s, "subscribe", {"connection": "other/c2", "role": "agent"})])
+            msg = Envelope(s, "message", {"cid": "k1", "kind": "text", "content": {"text": "在吗"},
+                                          "connection": "gw/c1"}, "gw@1", 1)
+            answer = await host.deliver(encode_batch([msg], c.table.version, sender="gw"))
+            version, frames = answer
+            assert version == c.table.version
+            assert [(conn, f["t"], f["cid"]) for conn, f in frames] == [("c1", "ack", "k1")]
+            for _ in range(100):  # the other gateway's frame goes the usual way
+                if c.pushed:
+                    break
+                await asyncio.sleep(0.01)
+            assert [(g, conn, f["t"]) for g, conn, f in c.pushed] == [("other", "c2", "msg")]
+            plain = Envelope(s, "message", {"cid": "k2", "kind": "text", "content": {"text": "hi"},
+                                            "connection": "gw/c1"}, "gw@1", 2)
+            assert await host.deliver(encode_batch([plain], c.table.version)) == c.table.version  # no sender
+    run(main())
