@@ -110,14 +110,14 @@ class GatewayService:
     async def _publish_presence(self) -> None:
         """Who is online through this gateway, for any node and the CLI to see: agents with the
         status, capacity and load their actor last told their console; customers online."""
+        agents, customers = [], set()
         for conn in list(self.hub.connections.values()):
-            p = conn.principal
-            if p.kind == "agent" and conn.agent_view is not None:
-                v = conn.agent_view
-                await self.presence.set_agent(p.merchant, p.id, v["status"], int(v["capacity"]), int(v["load"]),
-                                              ttl=PRESENCE_TTL_S)
+            p, v = conn.principal, conn.agent_view
+            if p.kind == "agent" and v is not None:
+                agents.append((p.merchant, p.id, v["status"], int(v["capacity"]), int(v["load"])))
             elif p.kind in ("customer", "visitor"):
-                await self.presence.set_customer_online(p.merchant, p.id, self.name, ttl=PRESENCE_TTL_S)
+                customers.add((p.merchant, p.id))
+        await self.presence.refresh(agents, sorted(customers), self.name, ttl=PRESENCE_TTL_S)
 
     # -- health checks: each raises with the reason -----------------------------------------------
     async def _check_redis(self) -> None:

@@ -94,6 +94,32 @@ class Presence:
         return counts
 
     # -- customers and connections -------------------------------------------------------------
+    async def refresh(self, agents: list[tuple[str, str, str, int, int]], customers: list[tuple[str, str]],
+                      gateway_id: str, ttl: int = 30) -> None:
+        """A gateway's whole picture in one round trip: agents (merchant, id, status, capacity,
+        load) and customers (merchant, id) online through it."""
+        now = self.clock()
+        pipe = self.r.pipeline(transaction=False)
+        for merchant, agent_id, status, capacity, load in agents:
+            st = _parse_status(status)
+            m = self._m(merchant)
+            if st is AgentStatus.OFFLINE:
+                pipe.delete(f"{m}agent:{agent_id}")
+                pipe.zrem(f"{m}agents", agent_id)
+                continue
+            pipe.hset(f"{m}agent:{agent_id}", mapping={"status": st.value, "capacity": capacity, "load": load,
+                                                       "updated": now})
+            pipe.expire(f"{m}agent:{agent_id}", ttl)
+            pipe.zadd(f"{m}agents", {agent_id: now + ttl})
+        for merchant, customer_id in customers:
+            m = self._m(merchant)
+            pipe.zadd(f"{m}customers", {customer_id: now + ttl})
+            pipe.set(f"{m}customer:{customer_id}", gateway_id, ex=ttl)
+        merchants = {a[0] for a in agents} | {c[0] for c in customers}
+        if merchants:
+            pipe.sadd(f"{self.p}presence:merchants", *merchants)
+        await pipe.execute()
+
     async def set_customer_online(self, merchant: str, customer_id: str, gateway_id: str, ttl: int = 60) -> None:
         m = self._m(merchant)
         pipe = self.r.pipeline(transaction=True)

@@ -105,3 +105,19 @@ def test_heartbeats_listed_by_role_and_summary_counts(redis_url, prefix):
         with pytest.raises(ValueError, match="role"):
             await p.heartbeat("robot", "x", {})
     run(body, redis_url, prefix)
+
+
+def test_a_gateways_whole_picture_is_refreshed_in_one_call_and_expires_with_its_ttl(redis_url, prefix):
+    clock = Clock()
+
+    async def body(p, r):
+        await p.refresh([("m1", "alice", "online", 5, 2), ("m2", "zhang", "busy", 3, 3)],
+                        [("m1", "v_1"), ("m2", "c_9")], "gateway-0", ttl=30)
+        assert await p.get_agent("m1", "alice") == {"agent_id": "alice", "status": "online", "capacity": 5, "load": 2}
+        assert await p.agent_counts("m2") == {"online": 0, "busy": 1, "away": 0}
+        assert await p.customer_online("m1", "v_1") and not await p.customer_online("m1", "c_9")
+        await p.refresh([("m1", "alice", "offline", 5, 0)], [], "gateway-0", ttl=30)
+        assert await p.get_agent("m1", "alice") is None
+        clock.t += 31  # the gateway stopped refreshing: its people go offline
+        assert await p.get_agent("m2", "zhang") is None and not await p.customer_online("m2", "c_9")
+    run(body, redis_url, prefix, clock)
