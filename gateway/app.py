@@ -83,7 +83,10 @@ def _mount_api(app: Quart, services) -> None:
     app.register_blueprint(auth_api)
     app.register_blueprint(api)
     if services.router is not None:
+        from .web_api import web_api
+
         app.register_blueprint(ws_api)
+        app.register_blueprint(web_api)
     if services.query is not None:
         from .events_api import events_api
 

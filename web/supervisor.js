@@ -1,0 +1,49 @@
+// Supervisor live view: every agent's status and load, every group's queue length and longest
+// wait, refreshed every 2 seconds from /api/v1/live (supervisors, admins, owners).
+"use strict";
+(() => {
+  const {t, el, api, toggleLang} = PD;
+  const app = document.getElementById("app");
+  let token = sessionStorage.getItem("pd:token");
+
+  function loginForm(error) {
+    const merchant = el("input", {id: "merchant", value: "demo"}), username = el("input", {id: "username"});
+    const password = el("input", {id: "password", type: "password"});
+    app.replaceChildren(el("form", {class: "login", onsubmit: async (e) => {
+      e.preventDefault();
+      try {
+        token = (await api("/api/v1/auth/login", {method: "POST", body: {merchant: merchant.value, username: username.value, password: password.value}})).token;
+        sessionStorage.setItem("pd:token", token); start();
+      } catch (err) { loginForm(err.message); }
+    }}, el("h2", {text: "peakdesk"}), merchant, username, password, el("button", {id: "login", type: "submit", text: t("login")}),
+      error ? el("div", {class: "error", role: "alert", text: error}) : ""));
+  }
+
+  function start() {
+    app.replaceChildren(
+      el("header", {}, el("h1", {text: "peakdesk · live"}), el("span", {id: "updated"}), el("button", {onclick: toggleLang, text: t("lang")})),
+      el("main", {style: "padding:16px;display:grid;gap:16px"},
+        el("section", {}, el("h2", {text: t("agents")}), el("table", {id: "agents"})),
+        el("section", {}, el("h2", {text: t("queues")}), el("table", {id: "queues"}))));
+    refresh();
+    setInterval(refresh, 2000);
+  }
+
+  async function refresh() {
+    let live;
+    try { live = await api("/api/v1/live", {token}); }
+    catch (err) { document.getElementById("updated").textContent = "⚠ " + err.message; return; }
+    document.getElementById("updated").textContent = new Date().toLocaleTimeString();
+    document.getElementById("agents").replaceChildren(
+      el("tr", {}, ...["agents", "status", "load", "group"].map((k) => el("th", {text: t(k)}))),
+      ...live.agents.map((a) => el("tr", {"data-agent": a.agent_id},
+        el("td", {text: a.name}), el("td", {}, el("span", {class: "badge " + a.status, text: t(a.status)})),
+        el("td", {text: a.capacity ? `${a.load} / ${a.capacity}` : "—"}), el("td", {text: (a.groups || []).join(", ")}))));
+    document.getElementById("queues").replaceChildren(
+      el("tr", {}, ...["group", "waiting", "longest"].map((k) => el("th", {text: t(k)}))),
+      ...live.queues.map((q) => el("tr", {"data-group": q.group_id},
+        el("td", {text: q.name}), el("td", {class: "waiting", text: String(q.waiting)}), el("td", {text: `${q.longest_wait_s}s`}))));
+  }
+
+  if (token) start(); else loginForm();
+})();
