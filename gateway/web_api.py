@@ -4,6 +4,7 @@ and queues for supervisors. The pages are static files in `web/`, no build step;
 docs/protocol.md like any other client."""
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from .errors import ApiError
 from .permissions import Action
 
 WEB = Path(__file__).resolve().parent.parent / "web"
+_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 ASSETS = {"console.js", "supervisor.js", "common.js", "app.css", "widget.js"}
 
 web_api = Blueprint("web", __name__)
@@ -56,12 +58,14 @@ async def asset(name: str) -> Response:
 @web_api.get("/widget-demo")
 async def widget_demo() -> Response:
     """A page with the one-line embed, to try the widget (and for the browser tests)."""
-    merchant = request.args.get("merchant", "demo")
-    if not merchant.replace("-", "").replace("_", "").isalnum():
-        raise ApiError(422, "invalid_field", "merchant: letters, digits, - and _ only", "merchant")
+    merchant, group = request.args.get("merchant", "demo"), request.args.get("group", "")
+    for name, value in (("merchant", merchant), ("group", group)):
+        if value and not _ID.match(value):
+            raise ApiError(422, "invalid_field", f"{name}: lowercase letters, digits, - and _ only", name)
+    group_attr = f' data-group="{group}"' if group else ""
     html = (f'<!doctype html><html lang="zh"><head><meta charset="utf-8"><title>Shop · 店铺</title></head>'
             f'<body><h1>Demo shop 演示店铺</h1><p>Chat with us at the bottom right. 右下角联系客服。</p>'
-            f'<script src="/widget.js" data-merchant="{merchant}" defer></script></body></html>')
+            f'<script src="/widget.js" data-merchant="{merchant}"{group_attr} defer></script></body></html>')
     return Response(html, content_type="text/html; charset=utf-8")
 
 
@@ -87,8 +91,11 @@ async def live(who: Principal):
     agents = [{"agent_id": a["agent_id"], "name": a["name"], "groups": a.get("groups", []),
                **{k: online.get(a["agent_id"], {}).get(k) for k in ("status", "capacity", "load")}}
               for a in await records.list_agents(who.merchant)]
-    for a in agents:
+    snaps = await records.r.mget([f"{records.p}m:{who.merchant}:snap:agent:{a['agent_id']}" for a in agents]) \
+        if agents else []
+    for a, raw in zip(agents, snaps):
         a["status"] = a["status"] or "offline"
+        a["sessions"] = msgpack.unpackb(raw)[0].get("sessions", []) if raw else []  # what each one holds now
     groups = await records.list_groups(who.merchant)
     keys = [f"{records.p}m:{who.merchant}:snap:queue:{g['group_id']}" for g in groups]
     snaps = await records.r.mget(keys) if keys else []
@@ -98,3 +105,42 @@ async def live(who: Principal):
         queues.append({"group_id": g["group_id"], "name": g["name"], "waiting": len(waiting),
                        "longest_wait_s": round(max((now - w["since"] for w in waiting), default=0.0), 1)})
     return {"agents": agents, "queues": queues}
+
+
+@web_api.get("/api/v1/customers/<customer_id>/conversations")
+@authorized(Action.CUSTOMER_READ)
+async def customer_conversations(customer_id: str, who: Principal):
+    """The customer's past conversations, newest first, from ClickHouse (every event lands there)."""
+    query = services().query
+    if query is None:
+        raise ApiError(503, "unavailable", "no ClickHouse writer is reachable from this gateway")
+    if not customer_id or len(customer_id) > 128 or not customer_id.isprintable():
+        raise ApiError(422, "invalid_field", "customer_id: 1-128 printable characters", "customer_id")
+    rows = await query(
+        "SELECT session_id, min(ts), max(ts), countIf(type = 'message.sent'), anyIf(agent_id, type = 'session.assigned'),"
+        " anyIf(JSONExtractInt(payload, 'score'), type = 'csat.rated'), any(group_id) FROM events"
+        " WHERE merchant_id = {m:String} AND customer_id = {c:String} AND session_id != ''"
+        " GROUP BY session_id ORDER BY min(ts) DESC LIMIT 20", {"m": who.merchant, "c": customer_id})
+    return {"items": [{"session_id": s, "started": str(a), "last": str(b), "messages": int(n), "agent_id": ag,
+                       "csat": int(score) or None, "group_id": g} for s, a, b, n, ag, score, g in rows]}
+
+
+@web_api.get("/api/v1/queues/<group_id>")
+@authorized(Action.CONVERSATION_ACCEPT)
+async def queue_of(group_id: str, who: Principal):
+    """Who waits in a group's queue (from its actor's snapshot), for manual picking: members of
+    the group and supervisors and up."""
+    records = services().records
+    try:
+        await records.get_group(who.merchant, group_id)
+        me = await records.get_agent(who.merchant, who.id) if who.kind == "agent" else {}
+    except NotFound:
+        raise ApiError(404, "not_found", f"no group {group_id}") from None
+    if group_id not in me.get("groups", []) and who.role not in ("owner", "admin", "supervisor"):
+        raise ApiError(403, "forbidden", f"you are not in group {group_id}")
+    raw = await records.r.get(f"{records.p}m:{who.merchant}:snap:queue:{group_id}")
+    waiting = msgpack.unpackb(raw)[0].get("waiting", []) if raw else []
+    now = time.time()
+    order = sorted(waiting, key=lambda w: (-w["priority"], w["arrival"]))
+    return {"items": [{"session_id": w["session"], "customer_id": w["customer"], "priority": w["priority"],
+                       "position": i, "waiting_s": round(now - w["since"], 1)} for i, w in enumerate(order, 1)]}

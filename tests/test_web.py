@@ -86,6 +86,10 @@ def test_a_whole_conversation_in_the_widget_and_the_console_with_the_supervisor_
     assert console.input_value("#composer") == "您的订单已发货 it has shipped"
     console.press("#composer", "Enter")
     customer.wait_for_selector("text=您的订单已发货 it has shipped")
+    console.fill("#composer", '<b onmouseover="window.pwned=3">bold?</b>')   # and the other way round
+    console.press("#composer", "Enter")
+    customer.locator(".m", has_text='<b onmouseover="window.pwned=3">bold?</b>').wait_for()
+    assert customer.locator(".msgs b").count() == 0
 
     image = tmp_path / "小票.png"
     image.write_bytes(PNG)
@@ -178,3 +182,55 @@ def test_the_pages_and_their_apis_answer_as_documented(pd):
     live = json.loads(body)
     assert status == 200 and {q["group_id"] for q in live["queues"]} >= {"default"}
     assert all(a["status"] in ("online", "busy", "away", "offline") for a in live["agents"])
+    assert all(isinstance(a["sessions"], list) for a in live["agents"])
+    status, _, body = get("/api/v1/queues/default", pd.owner_token)
+    assert status == 200 and isinstance(json.loads(body)["items"], list)
+    assert get("/api/v1/queues/no-such-group", pd.owner_token)[0] == 404
+    assert get("/api/v1/customers/v_nobody/conversations", token)[0] == 200       # agents read customers
+    status, _, body = get("/api/v1/customers/v_nobody/conversations", pd.owner_token)
+    assert status == 200 and json.loads(body) == {"items": []}
+    assert get("/api/v1/customers/" + "x" * 200 + "/conversations", pd.owner_token)[0] == 422
+
+
+def test_an_agent_picks_from_the_queue_sends_a_file_and_a_supervisor_takes_over(pd, browser, tmp_path):
+    group = f"manual{uuid.uuid4().hex[:6]}"
+    pd.post("/api/v1/groups", {"group_id": group, "name": "手动 Manual", "routing": {"strategy": "manual"}},
+            pd.owner_token)
+    username = f"picker{uuid.uuid4().hex[:6]}"
+    pd.post("/api/v1/agents", {"username": username, "name": "Picker 小李", "password": "correct-horse-9",
+                               "groups": [group], "max_concurrent": 3}, pd.owner_token)
+    customer = browser.new_context().new_page()
+    customer.goto(f"http://127.0.0.1:{pd.port}/widget-demo?merchant=demo&group={group}")
+    customer.click("#pd-open")
+    customer.fill("#pd-input", "有人吗 anyone?")
+    customer.press("#pd-input", "Enter")
+    customer.wait_for_selector("text=/排队中|In queue/")
+    console = console_login(browser, pd, username)
+    waiting = console.locator("[data-queued]")                           # the group's queue, live
+    waiting.first.wait_for()
+    waiting.first.click()                                                 # manual pick
+    console.locator("#messages .msg", has_text="有人吗 anyone?").wait_for()
+    pdf = tmp_path / "发票 invoice.pdf"
+    pdf.write_bytes(b"%PDF-1.4 a tiny invoice")
+    console.set_input_files("#attach", str(pdf))                          # an agent's attachment
+    customer.wait_for_selector("text=发票 invoice.pdf")
+
+    creds = dict(line.split(": ", 1) for line in (pd.settings.data_dir / "demo-login.txt").read_text().splitlines())
+    boss = browser.new_context().new_page()
+    boss.goto(f"http://127.0.0.1:{pd.port}/console")
+    boss.fill("#username", creds["username"])
+    boss.fill("#password", creds["password"])
+    boss.click("#login")
+    watched = boss.locator("[data-watch]")                               # all conversations, for leads
+    watched.first.wait_for()
+    watched.first.click()
+    boss.locator("#messages .msg", has_text="有人吗 anyone?").wait_for()  # watching live
+    boss.click("#takeover")
+    console.wait_for_selector("text=/已转接|Transferred/")                  # the agent is told it left
+    boss.fill("#composer", "我是主管 — the supervisor here")
+    boss.press("#composer", "Enter")
+    customer.wait_for_selector("text=我是主管 — the supervisor here")
+    for page in (console, boss):
+        page.select_option("#status", "offline")
+        page.context.close()
+    customer.context.close()

@@ -10,7 +10,8 @@ const PD = (() => {
          transfer: "转接", to_agent: "转给客服", to_group: "转给分组", customer: "客户信息", attributes: "属性",
          visits: "访问次数", quick: "常用语", new_conv: "新会话", agents: "客服", queues: "排队", waiting: "等待",
          longest: "最长等待", load: "负载", status: "状态", group: "分组", lang: "English", placeholder: "输入消息，/ 打开常用语",
-         closed: "会话已结束", transferred: "已转接", internal: "备注（客户不可见）", visitor: "访客", refresh: "刷新"},
+         closed: "会话已结束", transferred: "已转接", internal: "备注（客户不可见）", visitor: "访客", refresh: "刷新",
+         queued: "排队中", all: "全部会话", attach: "附件", takeover: "接管", history: "历史会话", messages: "条消息"},
     en: {login: "Log in", merchant: "Merchant", username: "Username", password: "Password", mine: "My conversations",
          none: "No conversations", online: "Online", busy: "Busy", away: "Away", offline: "Offline", send: "Send",
          note: "Internal note", close: "Close", transfer: "Transfer", to_agent: "To agent", to_group: "To group",
@@ -18,7 +19,8 @@ const PD = (() => {
          new_conv: "New conversation", agents: "Agents", queues: "Queues", waiting: "Waiting", longest: "Longest wait",
          load: "Load", status: "Status", group: "Group", lang: "中文", placeholder: "Type a message; / for quick replies",
          closed: "Conversation closed", transferred: "Transferred", internal: "Note (customer can't see)",
-         visitor: "Visitor", refresh: "Refresh"},
+         visitor: "Visitor", refresh: "Refresh", queued: "Queued", all: "All conversations", attach: "Attachment",
+         takeover: "Take over", history: "Past conversations", messages: "messages"},
   };
   const t = (key) => (T[LANG] && T[LANG][key]) || key;
 

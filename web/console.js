@@ -7,6 +7,7 @@
   const {t, el, api, Connection, cid, renderContent, attachmentLoader, beep, toggleLang} = PD;
   const app = document.getElementById("app");
   const state = {token: sessionStorage.getItem("pd:token"), me: null, convs: new Map(), active: null, conn: null};
+  let LEAD = false;
 
   function loginForm(error) {
     const merchant = el("input", {id: "merchant", value: "demo", "aria-label": t("merchant")});
@@ -30,6 +31,7 @@
     try { state.me = await api("/api/v1/agents/me", {token: state.token}); }
     catch (err) { sessionStorage.removeItem("pd:token"); return loginForm(err.message); }
     state.load = attachmentLoader(state.token);
+    LEAD = ["owner", "admin", "supervisor"].includes(state.me.role);
     render();
     state.conn = new Connection(state.token, onFrame, (s) => { document.getElementById("link").textContent = s === "open" ? "●" : "○"; });
   }
@@ -41,10 +43,32 @@
       el("header", {}, el("h1", {text: `peakdesk · ${state.me.name}`}), el("span", {id: "link", text: "○"}), status,
         el("button", {onclick: toggleLang, text: t("lang")})),
       el("div", {class: "layout"},
-        el("nav", {class: "list"}, el("h2", {text: t("mine")}), el("div", {id: "convs"})),
+        el("nav", {class: "list"}, el("h2", {text: t("mine")}), el("div", {id: "convs"}),
+          el("h2", {text: t("queued")}), el("div", {id: "queued"}),
+          ...(LEAD ? [el("h2", {text: t("all")}), el("div", {id: "all"})] : [])),
         el("main", {class: "chat", id: "chat"}, el("div", {class: "messages", id: "messages"})),
         el("aside", {class: "side", id: "side"})));
     renderList();
+    poll(); setInterval(poll, 3000);
+  }
+
+  // Queued conversations of my groups (pick one), and for supervisors everyone's conversations.
+  async function poll() {
+    const queued = document.getElementById("queued"); if (!queued) return;
+    const lists = await Promise.all((state.me.groups || []).map((g) =>
+      api("/api/v1/queues/" + encodeURIComponent(g), {token: state.token}).then((r) => r.items.map((w) => ({...w, group: g}))).catch(() => [])));
+    const waiting = lists.flat();
+    queued.replaceChildren(...(waiting.length ? waiting.map((w) => el("div", {class: "conv", tabindex: "0", "data-queued": w.session_id,
+      onclick: () => state.conn.send({t: "pick", session: w.session_id, group: w.group}),
+      onkeydown: (e) => { if (e.key === "Enter") state.conn.send({t: "pick", session: w.session_id, group: w.group}); }},
+      el("div", {text: `#${w.position} ${w.customer_id}`}), el("small", {text: `${w.group} · ${Math.round(w.waiting_s)}s`})))
+      : [el("div", {class: "conv", text: t("none")})]));
+    if (!LEAD) return;
+    const live = await api("/api/v1/live", {token: state.token}).catch(() => null); if (!live) return;
+    const all = live.agents.flatMap((a) => (a.sessions || []).map((s) => ({session: s, agent: a.name})));
+    document.getElementById("all").replaceChildren(...(all.length ? all.map((x) => el("div", {class: "conv", tabindex: "0",
+      "data-watch": x.session, onclick: () => { conv(x.session).watching = true; select(x.session); }},
+      el("div", {text: x.agent}), el("small", {text: x.session.slice(0, 8)}))) : [el("div", {class: "conv", text: t("none")})]));
   }
 
   function conv(session) {
@@ -125,11 +149,27 @@
         const [kind, id] = transferTo.value.split(":");
         if (id) state.conn.send({t: "transfer", session: c.session, [kind === "a" ? "to_agent" : "to_group"]: id, note: input.value.trim()});
       }}),
-      el("button", {id: "close", text: t("close"), onclick: () => state.conn.send({t: "close", session: c.session})}));
+      el("button", {id: "close", text: t("close"), onclick: () => state.conn.send({t: "close", session: c.session})}),
+      el("input", {type: "file", id: "attach", "aria-label": t("attach"), onchange: (e) => upload(c, e.target)}),
+      LEAD ? el("button", {id: "takeover", text: t("takeover"), onclick: () => state.conn.send({t: "takeover", session: c.session})}) : "");
     const chat = document.getElementById("chat");
     chat.replaceChildren(messages, tools, el("div", {class: "composer"}, quick, input, el("button", {id: "send", text: t("send"), onclick: send})));
     for (const m of c.messages) appendMessage(m);
     input.focus();
+  }
+
+  async function upload(c, input) {
+    const f = input.files[0]; if (!f) return;
+    const res = await fetch("/api/v1/attachments?name=" + encodeURIComponent(f.name),
+      {method: "POST", headers: {Authorization: "Bearer " + state.token, "Content-Type": f.type || "application/octet-stream"}, body: f});
+    const meta = await res.json().catch(() => ({}));
+    input.value = "";
+    if (!res.ok) { addSystem(c, "⚠ " + (meta.message || res.statusText)); return; }
+    const kind = ["image", "audio", "video"].find((k) => meta.mime.startsWith(k + "/")) || "file";
+    const content = {attachment_id: meta.attachment_id, name: meta.name, mime: meta.mime, size: meta.size};
+    const id = cid();
+    state.conn.sendMessage({t: "msg", cid: id, session: c.session, kind, content});
+    const local = {t: "msg", mine: true, cid: id, kind, content}; c.messages.push(local); appendMessage(local);
   }
 
   function appendMessage(m) {
@@ -180,6 +220,9 @@
         el("dt", {text: t("visits")}), el("dd", {text: String(cust.visit_count)}));
       for (const [k, v] of Object.entries(cust.attributes || {})) dl.append(el("dt", {text: k}), el("dd", {text: String(v)}));
       side.append(dl);
+      const past = await api(`/api/v1/customers/${encodeURIComponent(c.customer)}/conversations`, {token: state.token}).catch(() => ({items: []}));
+      side.append(el("h2", {text: t("history")}), el("ul", {id: "history"}, ...past.items.map((p) =>
+        el("li", {text: `${p.started.slice(0, 16)} · ${p.messages} ${t("messages")}${p.csat ? " · ★" + p.csat : ""}`}))));
     } catch (err) { side.append(el("p", {class: "error", text: err.message})); }
   }
 

@@ -1,5 +1,7 @@
 // The peakdesk customer widget. Embed with one tag:
 //   <script src="https://YOUR-PEAKDESK/widget.js" data-merchant="SHOP_ID" defer></script>
+// (optional data-group="presales": the group this page's conversations start in, unless a
+// diversion rule says otherwise)
 // It draws a chat button in the merchant's theme, talks docs/protocol.md over a websocket,
 // keeps the conversation across page loads and reconnects (resume by sequence number: nothing
 // lost, nothing twice), uploads images, shows the queue position, and asks for a rating.
@@ -140,7 +142,8 @@
   function ensureSession() {
     if (state.session || state.opening) return;
     state.opening = Math.random().toString(36).slice(2);
-    state.ws.send(JSON.stringify({t: "open", id: state.opening, channel: "web", entry: {page: location.href.slice(0, 2000)}}));
+    state.ws.send(JSON.stringify({t: "open", id: state.opening, channel: "web", entry: {page: location.href.slice(0, 2000)},
+                                  ...(script.dataset.group ? {group: script.dataset.group} : {})}));
   }
   function flushQueued() { state.opening = null; while (queued.length) post(queued.shift()); }
 
