@@ -221,9 +221,10 @@ def test_an_agent_picks_from_the_queue_sends_a_file_and_a_supervisor_takes_over(
     boss.fill("#username", creds["username"])
     boss.fill("#password", creds["password"])
     boss.click("#login")
-    watched = boss.locator("[data-watch]")                               # all conversations, for leads
-    watched.first.wait_for()
-    watched.first.click()
+    session = console.get_attribute(".conv[data-session]", "data-session")
+    watched = boss.locator(f"[data-watch='{session}']")                  # all conversations, for leads
+    watched.wait_for()
+    watched.click()
     boss.locator("#messages .msg", has_text="有人吗 anyone?").wait_for()  # watching live
     boss.click("#takeover")
     console.wait_for_selector("text=/已转接|Transferred/")                  # the agent is told it left
@@ -234,3 +235,24 @@ def test_an_agent_picks_from_the_queue_sends_a_file_and_a_supervisor_takes_over(
         page.select_option("#status", "offline")
         page.context.close()
     customer.context.close()
+
+
+def test_agents_chat_with_each_other_in_the_console(pd, browser):
+    a_id, a = agent(pd, "lin")
+    b_id, b = agent(pd, "wang")
+    first, second = console_login(browser, pd, a), console_login(browser, pd, b)
+    for page in (first, second):
+        page.wait_for_selector(f"#team-to option[value='a:{b_id if page is first else a_id}']", state="attached")
+    first.select_option("#team-to", f"a:{b_id}")
+    first.fill("#team-input", "帮我看下 TB123 <i>退款</i>?")
+    first.press("#team-input", "Enter")
+    got = second.locator("#team .msg", has_text="帮我看下 TB123 <i>退款</i>?")   # as text, with its sender
+    got.wait_for()
+    assert got.inner_text().startswith("lin")
+    second.select_option("#team-to", "g:default")                     # the whole group
+    second.fill("#team-input", "双11 全员在线 all hands")
+    second.press("#team-input", "Enter")
+    first.locator("#team .msg", has_text="双11 全员在线 all hands").wait_for()
+    for page in (first, second):
+        page.select_option("#status", "offline")
+        page.context.close()

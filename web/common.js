@@ -11,7 +11,7 @@ const PD = (() => {
          visits: "访问次数", quick: "常用语", new_conv: "新会话", agents: "客服", queues: "排队", waiting: "等待",
          longest: "最长等待", load: "负载", status: "状态", group: "分组", lang: "English", placeholder: "输入消息，/ 打开常用语",
          closed: "会话已结束", transferred: "已转接", internal: "备注（客户不可见）", visitor: "访客", refresh: "刷新",
-         queued: "排队中", all: "全部会话", attach: "附件", takeover: "接管", history: "历史会话", messages: "条消息"},
+         queued: "排队中", all: "全部会话", attach: "附件", takeover: "接管", history: "历史会话", messages: "条消息", team: "同事聊天"},
     en: {login: "Log in", merchant: "Merchant", username: "Username", password: "Password", mine: "My conversations",
          none: "No conversations", online: "Online", busy: "Busy", away: "Away", offline: "Offline", send: "Send",
          note: "Internal note", close: "Close", transfer: "Transfer", to_agent: "To agent", to_group: "To group",
@@ -20,7 +20,7 @@ const PD = (() => {
          load: "Load", status: "Status", group: "Group", lang: "中文", placeholder: "Type a message; / for quick replies",
          closed: "Conversation closed", transferred: "Transferred", internal: "Note (customer can't see)",
          visitor: "Visitor", refresh: "Refresh", queued: "Queued", all: "All conversations", attach: "Attachment",
-         takeover: "Take over", history: "Past conversations", messages: "messages"},
+         takeover: "Take over", history: "Past conversations", messages: "messages", team: "Team chat"},
   };
   const t = (key) => (T[LANG] && T[LANG][key]) || key;
 
@@ -48,7 +48,8 @@ const PD = (() => {
   class Connection {
     constructor(token, onFrame, onState) {
       this.token = token; this.onFrame = onFrame; this.onState = onState || (() => {});
-      this.lastSeq = {}; this.pending = new Map(); this.stopped = false; this.delay = 500; this.ws = null;
+      this.lastSeq = {}; this.pending = new Map(); this.outbox = []; this.stopped = false; this.delay = 500; this.ws = null;
+      this.welcomed = false;
       this.open();
     }
     url() { return (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws"; }
@@ -57,7 +58,7 @@ const PD = (() => {
       ws.onopen = () => ws.send(JSON.stringify({t: "hello", token: this.token, resume: this.lastSeq}));
       ws.onmessage = (e) => {
         const f = JSON.parse(e.data);
-        if (f.t === "welcome") { this.delay = 500; this.onState("open"); this.flush(); }
+        if (f.t === "welcome") { this.delay = 500; this.welcomed = true; this.onState("open"); this.flush(); }
         if (f.t === "msg") {
           if (f.seq <= (this.lastSeq[f.session] || 0)) return;  // seen already
           this.lastSeq[f.session] = f.seq;
@@ -66,17 +67,23 @@ const PD = (() => {
         this.onFrame(f);
       };
       ws.onclose = () => {
+        this.welcomed = false;
         this.onState("closed");
         if (this.stopped) return;
         setTimeout(() => this.open(), this.delay);
         this.delay = Math.min(this.delay * 2, 10000);
       };
     }
-    ready() { return this.ws && this.ws.readyState === WebSocket.OPEN; }
-    send(frame) { if (this.ready()) this.ws.send(JSON.stringify(frame)); }
+    ready() { return this.welcomed && this.ws && this.ws.readyState === WebSocket.OPEN; }
+    // Frames sent before the connection is ready (a status switch at once after login) wait for it.
+    send(frame) { if (this.ready()) this.ws.send(JSON.stringify(frame)); else this.outbox.push(frame); }
     // Messages wait for their ack; unacknowledged ones are re-sent after a reconnect (same cid: never twice).
-    sendMessage(frame) { this.pending.set(frame.cid, frame); this.send(frame); }
-    flush() { for (const f of this.pending.values()) this.send(f); }
+    sendMessage(frame) { this.pending.set(frame.cid, frame); if (this.ready()) this.ws.send(JSON.stringify(frame)); }
+    flush() {
+      const waiting = this.outbox; this.outbox = [];
+      for (const f of waiting) this.ws.send(JSON.stringify(f));
+      for (const f of this.pending.values()) this.ws.send(JSON.stringify(f));
+    }
     close() { this.stopped = true; if (this.ws) this.ws.close(); }
   }
 

@@ -47,7 +47,7 @@
           el("h2", {text: t("queued")}), el("div", {id: "queued"}),
           ...(LEAD ? [el("h2", {text: t("all")}), el("div", {id: "all"})] : [])),
         el("main", {class: "chat", id: "chat"}, el("div", {class: "messages", id: "messages"})),
-        el("aside", {class: "side", id: "side"})));
+        el("div", {class: "side"}, el("aside", {id: "side"}), teamPane())));
     renderList();
     poll(); setInterval(poll, 3000);
   }
@@ -69,6 +69,34 @@
     document.getElementById("all").replaceChildren(...(all.length ? all.map((x) => el("div", {class: "conv", tabindex: "0",
       "data-watch": x.session, onclick: () => { conv(x.session).watching = true; select(x.session); }},
       el("div", {text: x.agent}), el("small", {text: x.session.slice(0, 8)}))) : [el("div", {class: "conv", text: t("none")})]));
+  }
+
+  // Agents among themselves: a private chat with a colleague or the chat of one of my groups.
+  function teamPane() {
+    const to = el("select", {id: "team-to", "aria-label": t("team")});
+    const box = el("div", {class: "messages", id: "team", style: "max-height:220px"});
+    const input = el("input", {id: "team-input", placeholder: t("team"), "aria-label": t("team"), style: "width:100%"});
+    input.addEventListener("keydown", (e) => {
+      if (e.key !== "Enter" || !input.value.trim() || !to.value) return;
+      const [kind, id] = to.value.split(":");
+      state.conn.sendMessage({t: "chat", cid: cid(), text: input.value.trim(), ...(kind === "a" ? {to_agent: id} : {group: id})});
+      teamLine({me: true, text: input.value.trim(), room: to.value});
+      input.value = "";
+    });
+    api("/api/v1/agents", {token: state.token}).then((r) => {
+      state.names = Object.fromEntries((r.items || []).map((a) => [a.agent_id, a.name]));
+      to.replaceChildren(...(state.me.groups || []).map((g) => el("option", {value: "g:" + g, text: `# ${g}`})),
+        ...(r.items || []).filter((a) => a.agent_id !== state.me.agent_id)
+          .map((a) => el("option", {value: "a:" + a.agent_id, text: `@ ${a.name}`})));
+    }).catch(() => {});
+    return el("section", {}, el("h2", {text: t("team")}), to, box, input);
+  }
+
+  function teamLine({me, text, who, room}) {
+    const box = document.getElementById("team"); if (!box) return;
+    box.append(el("div", {class: "msg" + (me ? " mine" : ""), "data-room": room || ""},
+      el("b", {text: me ? "" : `${who}: `}), el("span", {text})));
+    box.scrollTop = box.scrollHeight;
   }
 
   function conv(session) {
@@ -94,6 +122,10 @@
       if (f.session === state.active) appendMessage(f); else { c.unread = true; renderList(); }
     } else if (f.t === "event" && f.session) {
       addSystem(conv(f.session), f.event + (f.by ? ` (${f.by})` : ""));
+    } else if (f.t === "chat") {
+      if ((f.from || {}).id === state.me.agent_id) return;  // ours, shown when sent
+      teamLine({who: (state.names || {})[f.from.id] || f.from.id, text: f.text, room: f.room});
+      if (!document.hasFocus()) beep();
     } else if (f.t === "error") {
       addSystem(conv(state.active || "_"), "⚠ " + f.message);
     }

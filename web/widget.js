@@ -37,7 +37,12 @@
   // lastSeq starts at 0 on every page load, so the conversation's history is shown again; within
   // a page it is what reconnects resume from.
   const state = {token: localStorage.getItem(key("token")), session: localStorage.getItem(key("session")),
-                 lastSeq: 0, pending: new Map(), ws: null, delay: 500, shown: new Set(), opening: null};
+                 lastSeq: 0, pending: new Map(), ws: null, delay: 500, shown: new Set(), opening: null,
+                 welcomed: false, outbox: []};
+  // Frames wait for the connection's welcome (a customer may type before it is up).
+  const wsSend = (frame) => {
+    if (state.welcomed && state.ws.readyState === 1) state.ws.send(JSON.stringify(frame)); else state.outbox.push(frame);
+  };
 
   function style(theme) {
     const primary = theme.primary_color || "#1f3a5f";
@@ -109,13 +114,19 @@
                                               resume: state.session ? {[state.session]: state.lastSeq} : {}}));
     ws.onmessage = (e) => onFrame(JSON.parse(e.data));
     ws.onclose = (e) => {
+      state.welcomed = false;
       if (e.code === 4401) { localStorage.removeItem(key("token")); state.token = null; return boot(); }
       setTimeout(connect, state.delay); state.delay = Math.min(state.delay * 2, 10000);
     };
   }
 
   function onFrame(f) {
-    if (f.t === "welcome") { state.delay = 500; for (const p of state.pending.values()) state.ws.send(JSON.stringify(p)); }
+    if (f.t === "welcome") {
+      state.delay = 500; state.welcomed = true;
+      const waiting = state.outbox; state.outbox = [];
+      for (const w of waiting) state.ws.send(JSON.stringify(w));
+      for (const p of state.pending.values()) state.ws.send(JSON.stringify(p));
+    }
     else if (f.t === "opened") { state.session = f.session; localStorage.setItem(key("session"), f.session); flushQueued(); }
     else if (f.t === "msg") {
       if (f.seq <= state.lastSeq || state.shown.has(f.cid)) { remember(f.seq); return; }
@@ -142,15 +153,15 @@
   function ensureSession() {
     if (state.session || state.opening) return;
     state.opening = Math.random().toString(36).slice(2);
-    state.ws.send(JSON.stringify({t: "open", id: state.opening, channel: "web", entry: {page: location.href.slice(0, 2000)},
-                                  ...(script.dataset.group ? {group: script.dataset.group} : {})}));
+    wsSend({t: "open", id: state.opening, channel: "web", entry: {page: location.href.slice(0, 2000)},
+            ...(script.dataset.group ? {group: script.dataset.group} : {})});
   }
   function flushQueued() { state.opening = null; while (queued.length) post(queued.shift()); }
 
   function post(msg) {
     const frame = {t: "msg", cid: msg.cid, session: state.session, kind: msg.kind, content: msg.content};
-    state.pending.set(msg.cid, frame);
-    if (state.ws.readyState === 1) state.ws.send(JSON.stringify(frame));
+    state.pending.set(msg.cid, frame);  // sent now if connected, else at the welcome; kept until acked
+    if (state.welcomed && state.ws.readyState === 1) state.ws.send(JSON.stringify(frame));
   }
 
   function submit(kind, content) {
@@ -176,7 +187,7 @@
     const comment = el("input", {type: "text", placeholder: "…", id: "pd-comment"});
     const box = el("div", {class: "m sys", id: "pd-csat"}, el("div", {text: T.rate}),
       el("div", {class: "stars"}, ...[1, 2, 3, 4, 5].map((n) => el("button", {text: "★", "data-score": String(n), "aria-label": String(n),
-        onclick: () => { state.ws.send(JSON.stringify({t: "csat", session: state.session, score: n, comment: comment.value})); box.remove(); }}))),
+        onclick: () => { wsSend({t: "csat", session: state.session, score: n, comment: comment.value}); box.remove(); }}))),
       comment);
     msgs.append(box); msgs.scrollTop = msgs.scrollHeight;
   }
