@@ -185,7 +185,7 @@ def agent() -> None:
 def agent_add(merchant_id, username, name, role, groups, skills, max_concurrent, password_stdin,
               data_dir, redis_url, prefix) -> None:
     """Add an agent; prints a generated password once unless --password-stdin."""
-    from actors.admin_cli import AdminError, new_password, operator, validated
+    from actors.admin_cli import new_password, operator, validated
     from gateway.auth import hash_password, password_problem
     from gateway.schemas import AgentCreate
 

@@ -10,7 +10,7 @@ to close without any side channel.
 from __future__ import annotations
 
 import random
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 
 import trio

@@ -3,7 +3,6 @@ endpoint against another merchant's ids, and the OpenAPI document."""
 from __future__ import annotations
 
 import itertools
-import uuid
 
 import pytest
 
