@@ -59,7 +59,7 @@ class ActorHost:
         self.pusher = pusher
         self.router = Router(host_id, transport, table, load_table=self._load_table)
         self.active: dict[ActorRef, Actor] = {}
-        self.inbox: deque[tuple[list[Envelope], asyncio.Future]] = deque()
+        self.inbox: deque[tuple[list[Envelope], asyncio.Future, str]] = deque()  # (envelopes, ack, sender)
         self.wake = asyncio.Event()
         self.tasks: list[asyncio.Task] = []
         self._drain_request: asyncio.Future | None = None
@@ -109,8 +109,7 @@ class ActorHost:
         if version > self.table.version:
             await self.refresh_table()
         fut = asyncio.get_running_loop().create_future()
-        fut.sender = sender  # type: ignore[attr-defined]  # whose connections may ride back with the ack
-        self.inbox.append((envs, fut))
+        self.inbox.append((envs, fut, sender))
         self.wake.set()
         pushes = await fut
         # frames for the caller's own connections ride back on the answer: one Ray call saved
@@ -151,7 +150,7 @@ class ActorHost:
         return None if actor is None else {"state": actor.state, "meta": actor.meta}
 
     def statistics(self) -> dict:
-        return {"host": self.id, "activations": len(self.active), "mailbox": sum(len(e) for e, _ in self.inbox),
+        return {"host": self.id, "activations": len(self.active), "mailbox": sum(len(e) for e, _, _ in self.inbox),
                 "outgoing": self.router.depth(), "table_version": self.table.version,
                 "draining": self.draining, **self.stats}
 
@@ -180,12 +179,12 @@ class ActorHost:
         self.inbox.clear()
         commit = RoundCommit()
         try:
-            envs = [e for envs, _ in items for e in envs] + self._due_timers()
+            envs = [e for envs, _, _ in items for e in envs] + self._due_timers()
             forwards = await self._process(envs, commit)
             released = self._housekeeping(commit)
             await self._commit(commit)
         except Exception as exc:
-            for _, fut in items:
+            for _, fut, _ in items:
                 if not fut.done():
                     fut.set_exception(exc)
             raise
@@ -358,7 +357,7 @@ class ActorHost:
             pushes, attached = self._piggyback(items, pushes)
         if pushes and self.pusher is not None:
             self._spawn_pushes(pushes)
-        for _, fut in items:
+        for _, fut, _ in items:
             if forwards:
                 asyncio.create_task(_settle(fut, forwards))
             elif not fut.done():
@@ -370,11 +369,7 @@ class ActorHost:
         """Pushes for a gateway that sent a batch this round go back with its acknowledgement —
         unless pushes to it are already queued or in flight (they must not be overtaken).
         Returns (the rest, {id(caller's future): [(connection id, frame), ...]})."""
-        callers = {}
-        for _, fut in items:
-            sender = getattr(fut, "sender", "")
-            if sender:  # a router that takes frames back (a gateway), not a host forwarding
-                callers[sender] = fut
+        callers = {sender: fut for _, fut, sender in items if sender}  # routers that take frames back (gateways)
         rest, attached = [], {}
         for connection, frame in pushes:
             gateway, _, conn = connection.partition("/")

@@ -34,6 +34,9 @@ class Lifecycle:
     def _agent(self, agent_id: str) -> ActorRef:
         return ActorRef("agent", self.ref.merchant, agent_id)
 
+    def _customer(self) -> ActorRef:
+        return ActorRef("customer", self.ref.merchant, self.state["customer_id"] or self.ref.id)
+
     def _event_frame(self, event: str, **fields) -> None:
         self._broadcast({"t": "event", "session": self.ref.id, "event": event, **fields})
 
@@ -64,8 +67,7 @@ class Lifecycle:
             return
         s["status"] = "queued"
         self.emit("session.created", payload={**payload, "priority": s["priority"]}, **self._cols())
-        self.send(ActorRef("customer", self.ref.merchant, s["customer_id"] or self.ref.id), "arrive",
-                  {"session": self.ref.id})
+        self.send(self._customer(), "arrive", {"session": self.ref.id})
         self._touch()
 
     def on_customer_info(self, body: dict, env) -> None:
@@ -115,8 +117,7 @@ class Lifecycle:
         wait_ms = int((self.clock() - s.get("queued_at", self.clock())) * 1000)
         s.update(status="assigned", agent_id=agent_id, assigned_at=self.clock(), enqueued=False, position=0)
         self.emit(event, payload={"wait_ms": wait_ms, **payload}, **self._cols())
-        self.send(ActorRef("customer", self.ref.merchant, s["customer_id"] or self.ref.id), "served",
-                  {"agent_id": agent_id, "at": self.clock()})
+        self.send(self._customer(), "served", {"agent_id": agent_id, "at": self.clock()})
         self._event_frame(event, agent_id=agent_id)
         self.send(self._agent(agent_id), "confirmed", {"session": self.ref.id, "customer_id": s["customer_id"],
                                                        "group": s["group"], "via": via})

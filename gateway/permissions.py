@@ -133,6 +133,11 @@ def require(role: str, action: Action | str) -> None:
         raise Forbidden(action, role)
 
 
+def is_lead(role: str) -> bool:
+    """Supervisors and up: they see and steer every conversation of their merchant."""
+    return allowed(role, Action.CONVERSATION_VIEW_ALL)
+
+
 def may_assign_role(actor_role: str, target_role: str) -> bool:
     try:
         return Role(target_role) in _ASSIGNABLE.get(Role(actor_role), frozenset())

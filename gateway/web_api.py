@@ -8,16 +8,16 @@ import re
 import time
 from pathlib import Path
 
-import msgpack
 from quart import Blueprint, Response, request, send_file
 
+from storage.actor_store import read_states
 from storage.presence import Presence
 from storage.records import NotFound
 
 from .auth import Principal
 from .context import authorized, services
 from .errors import ApiError
-from .permissions import Action
+from .permissions import Action, is_lead
 
 WEB = Path(__file__).resolve().parent.parent / "web"
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -91,17 +91,15 @@ async def live(who: Principal):
     agents = [{"agent_id": a["agent_id"], "name": a["name"], "groups": a.get("groups", []),
                **{k: online.get(a["agent_id"], {}).get(k) for k in ("status", "capacity", "load")}}
               for a in await records.list_agents(who.merchant)]
-    snaps = await records.r.mget([f"{records.p}m:{who.merchant}:snap:agent:{a['agent_id']}" for a in agents]) \
-        if agents else []
-    for a, raw in zip(agents, snaps):
+    held = await read_states(records.r, records.p, "agent", who.merchant, [a["agent_id"] for a in agents])
+    for a, state in zip(agents, held):
         a["status"] = a["status"] or "offline"
-        a["sessions"] = msgpack.unpackb(raw)[0].get("sessions", []) if raw else []  # what each one holds now
+        a["sessions"] = (state or {}).get("sessions", [])  # what each one holds now
     groups = await records.list_groups(who.merchant)
-    keys = [f"{records.p}m:{who.merchant}:snap:queue:{g['group_id']}" for g in groups]
-    snaps = await records.r.mget(keys) if keys else []
+    states = await read_states(records.r, records.p, "queue", who.merchant, [g["group_id"] for g in groups])
     now, queues = time.time(), []
-    for g, raw in zip(groups, snaps):
-        waiting = msgpack.unpackb(raw)[0].get("waiting", []) if raw else []
+    for g, state in zip(groups, states):
+        waiting = (state or {}).get("waiting", [])
         queues.append({"group_id": g["group_id"], "name": g["name"], "waiting": len(waiting),
                        "longest_wait_s": round(max((now - w["since"] for w in waiting), default=0.0), 1)})
     return {"agents": agents, "queues": queues}
@@ -136,10 +134,10 @@ async def queue_of(group_id: str, who: Principal):
         me = await records.get_agent(who.merchant, who.id) if who.kind == "agent" else {}
     except NotFound:
         raise ApiError(404, "not_found", f"no group {group_id}") from None
-    if group_id not in me.get("groups", []) and who.role not in ("owner", "admin", "supervisor"):
+    if group_id not in me.get("groups", []) and not is_lead(who.role):
         raise ApiError(403, "forbidden", f"you are not in group {group_id}")
-    raw = await records.r.get(f"{records.p}m:{who.merchant}:snap:queue:{group_id}")
-    waiting = msgpack.unpackb(raw)[0].get("waiting", []) if raw else []
+    state, = await read_states(records.r, records.p, "queue", who.merchant, [group_id])
+    waiting = (state or {}).get("waiting", [])
     now = time.time()
     order = sorted(waiting, key=lambda w: (-w["priority"], w["arrival"]))
     return {"items": [{"session_id": w["session"], "customer_id": w["customer"], "priority": w["priority"],

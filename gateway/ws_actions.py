@@ -17,13 +17,12 @@ from storage.records import NotFound
 
 from .connection import Connection
 from .context import Services
-from .permissions import Action, allowed
+from .permissions import Action, allowed, is_lead
 from .protocol import Chat, Close, Csat, FrameError, NoteFrame, Open, Pick, Status, Takeover, Transfer
 
 log = logging.getLogger(__name__)
 
 CUSTOMERS = ("customer", "visitor")
-LEADS = ("owner", "admin", "supervisor")
 
 
 def who(conn: Connection) -> dict:
@@ -129,7 +128,7 @@ async def pick(svc: Services, conn: Connection, frame: Pick) -> None:
     """Manual assignment: an agent of the group (or a supervisor) takes a waiting conversation."""
     _require(conn, ("agent",), "pick conversations", frame.session, Action.CONVERSATION_ACCEPT)
     record = await svc.records.get_agent(conn.principal.merchant, conn.principal.id)
-    if frame.group not in record.get("groups", []) and conn.principal.role not in LEADS:
+    if frame.group not in record.get("groups", []) and not is_lead(conn.principal.role):
         raise FrameError("forbidden", f"you are not in group {frame.group}", frame.session)
     await send(svc, conn, ActorRef("queue", conn.principal.merchant, frame.group), "pick",
                {"session": frame.session, "agent_id": conn.principal.id}, ref=frame.session)
@@ -189,7 +188,7 @@ async def chat_room(svc: Services, p, to_agent: str | None, group: str | None, r
         pair = sorted({p.id, to_agent})
         return "dm." + ".".join(pair), pair
     me = await records.get_agent(p.merchant, p.id)
-    if group not in me.get("groups", []) and p.role not in LEADS:
+    if group not in me.get("groups", []) and not is_lead(p.role):
         raise FrameError("forbidden", f"you are not in group {group}", ref)
     members = {a["agent_id"] for a in await records.list_agents(p.merchant) if group in a.get("groups", [])}
     return f"grp.{group}", sorted(members | {p.id})

@@ -99,7 +99,7 @@ class ActorStore:
         return f"{self.p}m:{merchant}:dir"
 
     def _snap(self, kind: str, merchant: str, id_: str) -> str:
-        return f"{self.p}m:{merchant}:snap:{kind}:{id_}"
+        return snapshot_key(self.p, kind, merchant, id_)
 
     @property
     def pending_key(self) -> str:
@@ -178,6 +178,17 @@ class ActorStore:
     async def load_placement(self) -> dict | None:
         raw = await self.r.get(f"{self.p}placement")
         return orjson.loads(raw) if raw else None
+
+
+def snapshot_key(prefix: str, kind: str, merchant: str, id_: str) -> str:
+    return f"{prefix}m:{merchant}:snap:{kind}:{id_}"
+
+
+async def read_states(r: aioredis.Redis, prefix: str, kind: str, merchant: str, ids: list[str]) -> list[dict | None]:
+    """The last committed state of each actor (None if it never had one), in one round trip:
+    what read-only views (the supervisor's live view) show without waking an actor."""
+    raws = await r.mget([snapshot_key(prefix, kind, merchant, i) for i in ids]) if ids else []
+    return [msgpack.unpackb(raw)[0] if raw else None for raw in raws]
 
 
 def pack_snapshot(state: dict, meta: dict) -> bytes:

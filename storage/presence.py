@@ -53,21 +53,7 @@ class Presence:
     # -- agents ----------------------------------------------------------------------------------
     async def set_agent(self, merchant: str, agent_id: str, status: str | AgentStatus, capacity: int,
                         load: int, ttl: int = 30) -> None:
-        st = _parse_status(status)
-        _check_count("capacity", capacity)
-        _check_count("load", load)
-        m, now = self._m(merchant), self.clock()
-        pipe = self.r.pipeline(transaction=True)
-        if st is AgentStatus.OFFLINE:
-            pipe.delete(f"{m}agent:{agent_id}")
-            pipe.zrem(f"{m}agents", agent_id)
-        else:
-            pipe.hset(f"{m}agent:{agent_id}", mapping={"status": st.value, "capacity": capacity, "load": load,
-                                                       "updated": now})
-            pipe.expire(f"{m}agent:{agent_id}", ttl)
-            pipe.zadd(f"{m}agents", {agent_id: now + ttl})
-            pipe.sadd(f"{self.p}presence:merchants", merchant)
-        await pipe.execute()
+        await self.refresh([(merchant, agent_id, status, capacity, load)], [], "", ttl)
 
     async def get_agent(self, merchant: str, agent_id: str) -> dict | None:
         m = self._m(merchant)
@@ -94,15 +80,19 @@ class Presence:
         return counts
 
     # -- customers and connections -------------------------------------------------------------
-    async def refresh(self, agents: list[tuple[str, str, str, int, int]], customers: list[tuple[str, str]],
-                      gateway_id: str, ttl: int = 30) -> None:
-        """A gateway's whole picture in one round trip: agents (merchant, id, status, capacity,
-        load) and customers (merchant, id) online through it."""
-        now = self.clock()
-        pipe = self.r.pipeline(transaction=False)
+    async def refresh(self, agents: list[tuple[str, str, str | AgentStatus, int, int]],
+                      customers: list[tuple[str, str]], gateway_id: str, ttl: int = 30) -> None:
+        """Agents (merchant, id, status, capacity, load) and customers (merchant, id) online through
+        `gateway_id`, in one transaction; every entry is checked first, so bad input writes nothing."""
+        checked = []
         for merchant, agent_id, status, capacity, load in agents:
-            st = _parse_status(status)
-            m = self._m(merchant)
+            _check_count("capacity", capacity)
+            _check_count("load", load)
+            checked.append((self._m(merchant), merchant, agent_id, _parse_status(status), capacity, load))
+        prefixes = [(self._m(merchant), merchant, customer_id) for merchant, customer_id in customers]
+        now, merchants = self.clock(), set()
+        pipe = self.r.pipeline(transaction=True)
+        for m, merchant, agent_id, st, capacity, load in checked:
             if st is AgentStatus.OFFLINE:
                 pipe.delete(f"{m}agent:{agent_id}")
                 pipe.zrem(f"{m}agents", agent_id)
@@ -111,22 +101,17 @@ class Presence:
                                                        "updated": now})
             pipe.expire(f"{m}agent:{agent_id}", ttl)
             pipe.zadd(f"{m}agents", {agent_id: now + ttl})
-        for merchant, customer_id in customers:
-            m = self._m(merchant)
+            merchants.add(merchant)
+        for m, merchant, customer_id in prefixes:
             pipe.zadd(f"{m}customers", {customer_id: now + ttl})
             pipe.set(f"{m}customer:{customer_id}", gateway_id, ex=ttl)
-        merchants = {a[0] for a in agents} | {c[0] for c in customers}
+            merchants.add(merchant)
         if merchants:
             pipe.sadd(f"{self.p}presence:merchants", *merchants)
         await pipe.execute()
 
     async def set_customer_online(self, merchant: str, customer_id: str, gateway_id: str, ttl: int = 60) -> None:
-        m = self._m(merchant)
-        pipe = self.r.pipeline(transaction=True)
-        pipe.zadd(f"{m}customers", {customer_id: self.clock() + ttl})
-        pipe.set(f"{m}customer:{customer_id}", gateway_id, ex=ttl)
-        pipe.sadd(f"{self.p}presence:merchants", merchant)
-        await pipe.execute()
+        await self.refresh([], [(merchant, customer_id)], gateway_id, ttl)
 
     async def set_customer_offline(self, merchant: str, customer_id: str) -> None:
         m = self._m(merchant)

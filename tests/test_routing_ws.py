@@ -104,7 +104,8 @@ def test_freed_capacity_goes_to_the_oldest_waiting_within_a_second_while_arrival
                         session = await c.open(group=g)
                         # in the queue (or assigned) before the next one arrives: arrival order
                         # is the order the queue hears of them, not the order they opened
-                        await c.until("queue") if customers else None
+                        if customers:
+                            await c.until("queue")
                         customers.append((session, c))
                         ready.set()
                         await trio.sleep_forever()
