@@ -51,13 +51,22 @@ def main() -> None:
 @click.option("--max-connections-per-ip", type=int, default=None,
               help="Websocket connections one client IP may hold [200]; raise it behind a NAT or for `peakdesk bench`.")
 @click.option("--frames-per-s", type=int, default=None, help="Frames per second per websocket, bursts of twice that [20].")
+@click.option("--bot-workers", type=int, default=None, help="Bot worker processes, one CPU each [1]; 0: no bot.")
+@click.option("--llm-url", default=None,
+              help="An OpenAI-compatible API (e.g. http://10.0.0.5:8000/v1) that may phrase the bot's answers; "
+                   "key from $PEAKDESK_LLM_API_KEY [off].")
+@click.option("--llm-model", default=None, help="The model name to ask at --llm-url.")
+@click.option("--llm-timeout", type=float, default=None, help="Seconds before the plain answer is sent instead [2].")
 def up(data_dir, host, port, redis_url, clickhouse_url, ray_address, hosts, writers,
-       attachments_url, s3_endpoint_url, s3_region, max_connections_per_ip, frames_per_s) -> None:
+       attachments_url, s3_endpoint_url, s3_region, max_connections_per_ip, frames_per_s,
+       bot_workers, llm_url, llm_model, llm_timeout) -> None:
     """Start peakdesk; Ctrl-C (or SIGTERM) stops everything it started."""
     settings = _settings(data_dir=data_dir, host=host, port=port, redis_url=redis_url,
                          clickhouse_url=clickhouse_url, ray_address=ray_address, hosts=hosts, writers=writers,
                          attachments_url=attachments_url, s3_endpoint_url=s3_endpoint_url,
                          max_connections_per_ip=max_connections_per_ip, frames_per_s=frames_per_s,
+                         bot_workers=bot_workers, llm_url=llm_url, llm_model=llm_model, llm_timeout_s=llm_timeout,
+                         llm_api_key=os.environ.get("PEAKDESK_LLM_API_KEY") if llm_url else None,
                          **(_s3_environment(s3_region) if attachments_url else {"s3_region": s3_region}))
     from actors.launcher import run_until_signalled
 
@@ -257,11 +266,6 @@ def apikey_create(merchant_id, name, data_dir, redis_url, prefix) -> None:
     click.echo(f"api key (shown once): {plaintext}")
 
 
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
-    main()
-
-
 @main.command()
 @click.option("--url", default="ws://127.0.0.1:8080/ws", show_default=True, help="The peakdesk websocket to drive.")
 @click.option("--profile", type=click.Choice(["steady", "surge", "soak"]), default="steady", show_default=True)
@@ -333,3 +337,53 @@ def bench(url, profile, customers, agents, agent_capacity, duration, grace, mess
     except SetupError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)
+
+
+@main.group()
+def bot() -> None:
+    """Tune the bot on your own questions before turning it on."""
+
+
+@bot.command("eval")
+@click.option("--kb", "kb_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="Knowledge base: a JSON list of {id, question, answer, alternatives} (or .csv).")
+@click.option("--queries", "queries_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              required=True, help='JSON lines {"query": ..., "expected": "<entry id>" or null}.')
+@click.option("--mistakes", is_flag=True, help="Also list every query the bot got wrong.")
+def bot_eval(kb_path, queries_path, mistakes) -> None:
+    """Top-1 accuracy, handover precision and recall, latency: one JSON object."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from actors.bot.evaluate import EvalInputError, evaluate, load_kb, load_queries
+
+    try:
+        index = load_kb(kb_path)
+        rows = load_queries(queries_path, {e.id for e in index.entries})
+    except EvalInputError as exc:
+        raise click.UsageError(str(exc)) from None
+    result = evaluate(index, rows)
+    if not mistakes:
+        result.pop("mistakes")
+    click.echo(orjson.dumps(result).decode())
+
+
+@bot.command("sentiment")
+@click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help='JSON lines {"text": ..., "label": "angry"|"neutral"|"happy"}.')
+@click.option("--mistakes", is_flag=True, help="Also list every message classified wrongly.")
+def bot_sentiment(input_path, mistakes) -> None:
+    """Accuracy of the bot's mood detection (angry customers are handed over at once)."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from actors.bot.evaluate import EvalInputError, evaluate_sentiment
+
+    try:
+        result = evaluate_sentiment(input_path)
+    except EvalInputError as exc:
+        raise click.UsageError(str(exc)) from None
+    if not mistakes:
+        result.pop("mistakes")
+    click.echo(orjson.dumps(result).decode())
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    main()

@@ -38,19 +38,21 @@ class Rejected(Exception):
 class Turn:
     """What one handler produced; committed together or not at all."""
 
-    __slots__ = ("events", "sends", "pushes", "logs")
+    __slots__ = ("events", "sends", "pushes", "logs", "asks")
 
     def __init__(self) -> None:
         self.events: list[Event] = []
         self.sends: list[Envelope] = []
         self.pushes: list[tuple[str, dict]] = []   # (connection "gateway/conn", frame)
         self.logs: list[tuple[int, dict]] = []     # (seq, record) for this actor's log
+        self.asks: list[tuple[str, dict]] = []     # (service, request) for a worker pool
 
     def clear(self) -> None:
         self.events.clear()
         self.sends.clear()
         self.pushes.clear()
         self.logs.clear()
+        self.asks.clear()
 
 
 class Actor:
@@ -121,6 +123,12 @@ class Actor:
         is committed. At most once: a client that misses pushes (its gateway died) resumes from
         the actor's log by sequence number."""
         self.turn.pushes.append((connection, frame))
+
+    def ask(self, service: str, request: dict) -> None:
+        """Ask a worker pool outside the hosts (the bot) after this turn is committed; its
+        answer comes back to this actor as the envelope `<service>_reply`. At most once and
+        not ordered with anything else: an actor that asks sets a timer for a missing answer."""
+        self.turn.asks.append((service, {**request, "actor": self.ref.key}))
 
     def append_log(self, seq: int, record: dict) -> None:
         """Append to this actor's durable log (committed with the turn), readable by sequence

@@ -43,6 +43,7 @@ class Cluster:
         self.hosts: dict[str, object] = {}
         self.writers: dict[str, object] = {}
         self.gateways: dict[str, object] = {}
+        self.bots: dict[str, object] = {}
         self.gateway_port: int | None = None
 
     # -- placement -----------------------------------------------------------------------------
@@ -65,6 +66,8 @@ class Cluster:
         for i in range(s.writers):
             self.writers[f"writer-{i}"] = remote.writer_actor(f"writer-{i}", i, s)
         ray.get([w.wait_ready.remote() for w in self.writers.values()], timeout=timeout)
+        for i in range(s.bot_workers):  # loading models takes seconds: started first, awaited last
+            self.bots[f"bot-{i}"] = remote.bot_actor(f"bot-{i}", cfg, s.namespace)
         ids = [f"host-{i}" for i in range(s.hosts)]
         old = self.table()
         table = PlacementTable((old.version if old else 0) + 1, tuple(ids))
@@ -75,7 +78,9 @@ class Cluster:
         if gateway:
             gw = self.gateways["gateway-0"] = remote.gateway_actor("gateway-0", cfg, s.namespace)
             self.gateway_port = ray.get(gw.wait_ready.remote(), timeout=timeout)
-        log.info("cluster up in %.1fs: %d hosts, %d writers", time.monotonic() - t0, len(ids), s.writers)
+        ray.get([b.wait_ready.remote() for b in self.bots.values()], timeout=timeout)
+        log.info("cluster up in %.1fs: %d hosts, %d writers, %d bot workers", time.monotonic() - t0, len(ids),
+                 s.writers, len(self.bots))
 
     def stop(self) -> None:
         """Gateways first (clients are told to reconnect elsewhere), then hosts, then writers
@@ -96,6 +101,9 @@ class Cluster:
             for handle in self.hosts.values():
                 ray.kill(handle, no_restart=True)
             self.hosts.clear()
+        for handle in self.bots.values():  # stateless: nothing to finish
+            ray.kill(handle, no_restart=True)
+        self.bots.clear()
         if self.writers:
             try:
                 ray.get([w.stop.remote() for w in self.writers.values()], timeout=15)

@@ -48,8 +48,11 @@ class ActorHost:
                  kinds: dict[str, type[Actor]], table: PlacementTable,
                  clock: Callable[[], float] = time.time, idle_s: float = 600.0,
                  on_heartbeat: Callable[[dict], "asyncio.Future"] | None = None,
-                 pusher: Callable[[str, list], Awaitable[None]] | None = None):
-        """`pusher(gateway_id, [(connection_id, frame), ...])` delivers pushes to a gateway."""
+                 pusher: Callable[[str, list], Awaitable[None]] | None = None,
+                 asker: Callable[[str, list], Awaitable[list]] | None = None):
+        """`pusher(gateway_id, [(connection_id, frame), ...])` delivers pushes to a gateway;
+        `asker(service, [request, ...])` sends actors' requests to a worker pool and returns
+        the answers, each `{"actor": key, "type": envelope type, "body": ...}`."""
         self.id = host_id
         self.store = store
         self.kinds = kinds
@@ -57,6 +60,9 @@ class ActorHost:
         self.idle_s = idle_s
         self.on_heartbeat = on_heartbeat
         self.pusher = pusher
+        self.asker = asker
+        self._asks: list[tuple[str, dict]] = []     # this round's requests to worker pools
+        self._asking: set[asyncio.Task] = set()
         self.router = Router(host_id, transport, table, load_table=self._load_table)
         self.active: dict[ActorRef, Actor] = {}
         self.inbox: deque[tuple[list[Envelope], asyncio.Future, str]] = deque()  # (envelopes, ack, sender)
@@ -75,7 +81,8 @@ class ActorHost:
         self._push_queues: dict[str, deque] = {}
         self._push_pumps: dict[str, asyncio.Task] = {}
         self.stats = {"rounds": 0, "handled": 0, "duplicates": 0, "errors": 0, "forwarded": 0,
-                      "activated": 0, "passivated": 0, "commits_retried": 0, "push_failures": 0, "rejected": 0}
+                      "activated": 0, "passivated": 0, "commits_retried": 0, "push_failures": 0, "rejected": 0,
+                      "ask_failures": 0}
 
     @property
     def table(self) -> PlacementTable:
@@ -96,7 +103,7 @@ class ActorHost:
         """Stop at once, as a crash would: what is not committed is re-sent by its senders,
         what is committed but undelivered is re-sent by the next incarnation."""
         tasks = self.tasks + list(self._sending) + [c.pump for c in self.router.channels.values() if c.pump]
-        tasks += list(self._push_pumps.values())
+        tasks += list(self._push_pumps.values()) + list(self._asking)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -177,6 +184,7 @@ class ActorHost:
     async def _round(self) -> None:
         items = list(self.inbox)
         self.inbox.clear()
+        self._asks = []
         commit = RoundCommit()
         try:
             envs = [e for envs, _, _ in items for e in envs] + self._due_timers()
@@ -268,6 +276,7 @@ class ActorHost:
         self.stats["handled"] += 1
         commit.events.extend(actor.turn.events)
         commit.pushes.extend(actor.turn.pushes)
+        self._asks.extend(actor.turn.asks)
         ref = actor.ref
         commit.logs.extend((ref.kind, ref.merchant, ref.id, seq, rec) for seq, rec in actor.turn.logs)
         for s in actor.turn.sends:
@@ -357,6 +366,9 @@ class ActorHost:
             pushes, attached = self._piggyback(items, pushes)
         if pushes and self.pusher is not None:
             self._spawn_pushes(pushes)
+        if self._asks and self.asker is not None:
+            self._spawn_asks(self._asks)
+        self._asks = []
         for _, fut, _ in items:
             if forwards:
                 asyncio.create_task(_settle(fut, forwards))
@@ -401,6 +413,29 @@ class ActorHost:
             except Exception as exc:  # at most once: clients fill gaps from the log
                 self.stats["push_failures"] += 1
                 log.warning("host %s: push to %s failed: %s", self.id, gateway, exc)
+
+    def _spawn_asks(self, asks: list[tuple[str, dict]]) -> None:
+        by_service: dict[str, list[dict]] = {}
+        for service, request in asks:
+            by_service.setdefault(service, []).append(request)
+        for service, requests in by_service.items():
+            task = asyncio.create_task(self._ask(service, requests))
+            self._asking.add(task)
+            task.add_done_callback(self._asking.discard)
+
+    async def _ask(self, service: str, requests: list[dict]) -> None:
+        """Answers come back into our own inbox, as envelopes from nowhere: the round routes
+        them to wherever their actor lives now. Lost answers are the askers' timers' business."""
+        try:
+            answers = await self.asker(service, requests)
+        except Exception as exc:
+            self.stats["ask_failures"] += 1
+            log.warning("host %s: %d request(s) to %s failed: %s", self.id, len(requests), service, exc)
+            return
+        envs = [Envelope(ActorRef.parse(a["actor"]), a["type"], a["body"]) for a in answers]
+        if envs:
+            self.inbox.append((envs, asyncio.get_running_loop().create_future(), ""))
+            self.wake.set()
 
     def _spawn_send(self, entry: bytes | None, wires: list[list]) -> None:
         task = asyncio.create_task(self._send_outgoing(entry, wires))

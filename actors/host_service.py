@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import zlib
 
 import redis.asyncio as aioredis
 
@@ -30,6 +31,7 @@ class HostService:
         self.index = index
         self.host: ActorHost | None = None
         self._gateways: dict[str, object] = {}
+        self._bots: dict[int, object] = {}
         self.ready = asyncio.get_running_loop().create_task(self._start())
 
     async def _start(self) -> None:
@@ -44,7 +46,8 @@ class HostService:
             await presence.heartbeat("host", self.id, stats, ttl=HEARTBEAT_TTL_S)
 
         self.host = ActorHost(self.id, store, RayTransport(s.namespace), KINDS, table,
-                              idle_s=s.idle_passivate_s, on_heartbeat=heartbeat, pusher=self._push)
+                              idle_s=s.idle_passivate_s, on_heartbeat=heartbeat, pusher=self._push,
+                              asker=self._ask)
         await self.host.start()
         log.info("host %s ready (pid %d, table v%d)", self.id, os.getpid(), table.version)
 
@@ -59,6 +62,38 @@ class HostService:
         except Exception:
             self._gateways.pop(gateway, None)  # look it up again next time (it may have moved)
             raise
+
+    async def _ask(self, service: str, requests: list[dict]) -> list[dict]:
+        """Requests to the bot pool, spread over its workers by session; a batch per worker."""
+        import ray
+
+        workers = self.settings.bot_workers
+        if service != "bot" or workers == 0:  # nobody to ask: the sessions hand over at once
+            return [{"actor": r["actor"], "type": "bot_reply",
+                     "body": {"req": r.get("req"), "mode": r.get("mode"), "failed": f"no {service} workers"}}
+                    for r in requests]
+        batches: dict[int, list[dict]] = {}
+        for r in requests:
+            batches.setdefault(zlib.crc32(r["actor"].encode()) % workers, []).append(r)
+
+        async def call(i: int, batch: list[dict]) -> list[dict]:
+            handle = self._bots.get(i)
+            if handle is None:
+                handle = self._bots[i] = ray.get_actor(f"bot-{i}", namespace=self.settings.namespace)
+            try:
+                return await handle.handle.remote(batch)
+            except Exception:
+                self._bots.pop(i, None)
+                raise
+
+        results = await asyncio.gather(*(call(i, b) for i, b in batches.items()), return_exceptions=True)
+        answers = []
+        for result in results:
+            if isinstance(result, BaseException):  # those sessions' timers hand over
+                log.warning("host %s: bot worker call failed: %s", self.id, result)
+            else:
+                answers.extend(result)
+        return answers
 
     async def deliver(self, payload: bytes) -> int:
         await self.ready

@@ -63,10 +63,12 @@ class QueueActor(Actor):
         entry = {"session": session, "customer": str(body.get("customer_id", "")),
                  "priority": int(body.get("priority", 0)), "arrival": self.state["arrivals"],
                  "skills": sorted(set(body.get("skills", [])) | set(self.state["routing"].get("required_skills", []))),
-                 "preferred": self._preferred(body), "since": self.clock(), "pos": 0}
+                 "preferred": self._preferred(body), "since": self.clock(), "pos": 0,
+                 "flag": str(body.get("flag") or "")}
         self.state["waiting"].append(entry)
         self.emit("queue.entered", session_id=session, group_id=self.ref.id,
-                  payload={"priority": entry["priority"], "waiting": len(self.state["waiting"])})
+                  payload={"priority": entry["priority"], "waiting": len(self.state["waiting"]),
+                           **({"flag": entry["flag"]} if entry["flag"] else {})})
         self._assign()
 
     def _preferred(self, body: dict) -> str | None:

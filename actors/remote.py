@@ -39,3 +39,12 @@ def gateway_actor(name: str, settings: dict, namespace: str):
     from gateway.service import GatewayService
 
     return ray.remote(GatewayService).options(**_options(name, namespace)).remote(name, settings)
+
+
+def bot_actor(name: str, settings: dict, namespace: str):
+    """A bot worker: CPU-bound and synchronous (one batch at a time), so it asks Ray for a CPU
+    — the pool can't oversubscribe a node's cores — and gets no concurrency beyond one."""
+    from .bot.worker import BotWorker
+
+    options = {**_options(name, namespace), "num_cpus": 1, "max_concurrency": 1}
+    return ray.remote(BotWorker).options(**options).remote(name, settings)

@@ -1,6 +1,7 @@
 """SessionActor: one conversation — its participants' connections, its messages numbered by a
 per-session sequence, its durable log (what reconnecting clients replay), its status. Its
-lifecycle (queue, assignment, transfer, close, CSAT) is actors/session_lifecycle.py.
+lifecycle (queue, assignment, transfer, close, CSAT) is actors/session_lifecycle.py, the bot's
+turns (answers, handover, agent assist) actors/session_bot.py.
 
 Internal notes share the conversation's sequence (so agents resume them like messages) but
 carry `internal: true`: they are pushed only to agents' connections, and the gateway never
@@ -8,14 +9,15 @@ replays them to a customer."""
 from __future__ import annotations
 
 from .base import Actor, Rejected
+from .session_bot import BotTurns
 from .session_lifecycle import LEADS, REOPEN_WITHIN_S, Lifecycle
 
-STATUSES = ("new", "queued", "assigned", "offline", "closed")
+STATUSES = ("new", "bot", "queued", "assigned", "offline", "closed")
 MAX_REMEMBERED_CIDS = 512   # client message ids kept for dedupe: far more than a client has unacked
 MAX_SUBSCRIBERS = 32        # connections watching one conversation (customer tabs, agent, supervisors)
 
 
-class SessionActor(Lifecycle, Actor):
+class SessionActor(BotTurns, Lifecycle, Actor):
     kind = "session"
 
     def initial_state(self) -> dict:
@@ -85,6 +87,8 @@ class SessionActor(Lifecycle, Actor):
         record = {k: v for k, v in body.items() if k != "connection"}
         self._append(record, cid, connection)
         self._touch()
+        if (body.get("from") or {}).get("kind") in ("customer", "visitor"):
+            self._after_customer_message(record)
 
     def _may_reopen(self, body: dict) -> bool:
         who = body.get("from") or {}

@@ -2,7 +2,8 @@
 
     new -> queued -> assigned -> closed          (closed by agent, customer or idle timeout)
     new -> offline                               (outside business hours: a left message)
-    closed -> queued | assigned                  (the customer writes again: reopened)
+    new -> bot -> queued | offline               (the merchant's bot first: actors/session_bot.py)
+    closed -> queued | assigned | bot            (the customer writes again: reopened)
 
 Every transition is an event. Queues offer conversations to agents; agents accept and tell
 the session (`assign`). Direct offers — a transfer to an agent, a supervisor's take-over, a
@@ -42,7 +43,7 @@ class Lifecycle:
 
     def _touch(self) -> None:
         """Restart the idle clock (any message, any assignment)."""
-        if self.state["status"] in ("queued", "assigned", "offline"):
+        if self.state["status"] in ("bot", "queued", "assigned", "offline"):
             self.set_timer("idle", float(self.state.get("idle_close_s", IDLE_CLOSE_S)), "idle_timeout")
 
     # -- arrival -----------------------------------------------------------------------------------
@@ -60,6 +61,9 @@ class Lifecycle:
                  skills=[str(k) for k in body.get("skills", [])], routing=body.get("routing"),
                  idle_close_s=float(body.get("idle_close_s", IDLE_CLOSE_S)), created_at=self.clock())
         payload = {k: body[k] for k in ("entry", "issue_type", "rule") if body.get(k)}
+        if body.get("bot"):
+            self._bot_open(body)
+            return
         if body.get("outside_hours"):
             s["status"] = "offline"
             self.emit("session.created", payload={**payload, "outside_hours": True}, **self._cols())
@@ -79,7 +83,8 @@ class Lifecycle:
         s = self.state
         s.update(enqueued=True, queued_at=self.clock(), agent_id="")
         body = {"session": self.ref.id, "customer_id": s["customer_id"], "priority": s.get("priority", 0),
-                "skills": s.get("skills", []), "overflowed": overflowed, **(s.get("known") or {})}
+                "skills": s.get("skills", []), "overflowed": overflowed, "flag": s.get("flag", ""),
+                **(s.get("known") or {})}
         if s.get("routing") is not None and not overflowed:
             body["routing"] = s["routing"]
         self.send(self._queue(), "enqueue", body)
@@ -210,8 +215,9 @@ class Lifecycle:
         s = self.state
         previous = s["status"]
         handle_s = self.clock() - s["assigned_at"] if previous == "assigned" and s.get("assigned_at") else 0.0
-        s.update(status="closed", closed_at=self.clock(), enqueued=False, position=0)
+        s.update(status="closed", closed_at=self.clock(), enqueued=False, position=0, closed_from=previous)
         self.cancel_timer("idle")
+        self.cancel_timer("bot")
         self.emit("session.closed", payload={"by": by, "from_status": previous, "handle_s": round(handle_s, 3)},
                   **self._cols())
         self._event_frame("session.closed", by=by)
@@ -220,7 +226,7 @@ class Lifecycle:
         elif previous == "assigned":
             self.send(self._agent(s["agent_id"]), "released", {"session": self.ref.id, "reason": "closed"})
             self.send(self._queue(), "handled", {"handle_s": handle_s})
-        if previous in ("queued", "assigned") and s.get("csat") is None:
+        if previous in ("bot", "queued", "assigned") and s.get("csat") is None:
             self.emit("csat.invited", payload={}, **self._cols())
             self._event_frame("csat.invite")
 
@@ -242,10 +248,13 @@ class Lifecycle:
         with room (the agent decides), otherwise to the queue."""
         s = self.state
         previous_agent = s["agent_id"]
-        s.update(status="queued", queued_at=self.clock(), csat=None)
-        self.emit("session.reopened", payload={"previous_agent": previous_agent}, **self._cols())
+        back_to_bot = s.get("closed_from") == "bot"
+        s.update(status="bot" if back_to_bot else "queued", queued_at=self.clock(), csat=None)
+        self.emit("session.reopened", payload={"previous_agent": previous_agent, "bot": back_to_bot}, **self._cols())
         self._event_frame("session.reopened")
-        if previous_agent:
+        if back_to_bot:  # the message that reopened it goes to the bot (SessionActor.on_message)
+            self.state["bot"]["req"] = 0
+        elif previous_agent:
             self.send(self._agent(previous_agent), "offer", {"session": self.ref.id, "customer_id": s["customer_id"],
                                                              "reply": "session", "via": "reopen"})
         else:

@@ -48,12 +48,28 @@ class Settings:
     s3_access_key_id: str | None = field(default=None, repr=False)
     s3_secret_access_key: str | None = field(default=None, repr=False)
     s3_session_token: str | None = field(default=None, repr=False)
+    bot_workers: int = 1                  # Ray actors answering for the bot (one per core they may use)
+    llm_url: str | None = None            # an OpenAI-compatible API base, e.g. http://10.0.0.5:8000/v1
+    llm_model: str = ""
+    llm_api_key: str | None = field(default=None, repr=False)  # from PEAKDESK_LLM_API_KEY
+    llm_timeout_s: float = 2.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).resolve())
         self._check_urls()
         self._check_numbers()
         self._check_attachments()
+        self._check_llm()
+
+    def _check_llm(self) -> None:
+        if self.llm_url is not None:
+            url = urlparse(self.llm_url)
+            if url.scheme not in ("http", "https") or not url.hostname:
+                raise ConfigError(f"llm_url must be http(s)://HOST[:PORT]/PATH, got {self.llm_url!r}")
+            if not self.llm_model:
+                raise ConfigError("llm_model must be given with llm_url (the model name the endpoint serves)")
+        if not isinstance(self.llm_timeout_s, (int, float)) or not 0.1 <= self.llm_timeout_s <= 30:
+            raise ConfigError(f"llm_timeout_s must be from 0.1 to 30 seconds, got {self.llm_timeout_s!r}")
 
     def _check_urls(self) -> None:
         if self.redis_url is not None and urlparse(self.redis_url).scheme not in ("redis", "rediss", "unix"):
@@ -66,7 +82,8 @@ class Settings:
     def _check_numbers(self) -> None:
         for key, low, high in (("port", 0, 65535), ("hosts", 1, 1024), ("writers", 1, 64),
                                ("outbox_shards", 1, 1024), ("object_store_mb", 80, 1 << 20),
-                               ("max_connections_per_ip", 1, 1_000_000), ("frames_per_s", 1, 10_000)):
+                               ("max_connections_per_ip", 1, 1_000_000), ("frames_per_s", 1, 10_000),
+                               ("bot_workers", 0, 256)):
             value = getattr(self, key)
             if not isinstance(value, int) or not low <= value <= high:
                 raise ConfigError(f"{key} must be an integer from {low} to {high}, got {value!r}")

@@ -15,6 +15,7 @@ Check = Callable[[], Awaitable[None]]
 # Admin bodies are small records; anything larger is refused before it is read (413).
 # Attachment uploads have their own, larger limit.
 MAX_BODY_BYTES = 256 * 1024
+KB_IMPORT_BYTES = 16 * 1024 * 1024   # a knowledge-base import: thousands of entries
 
 
 def json_response(body: dict, status: int = 200) -> Response:
@@ -47,9 +48,10 @@ def create_app(checks: Mapping[str, Check], check_timeout: float = 3.0, services
         upload = request.path == "/api/v1/attachments" and request.method == "POST"
         if upload or request.method in ("GET", "HEAD", "OPTIONS"):
             return
-        if (request.content_length or 0) > MAX_BODY_BYTES:
+        limit = KB_IMPORT_BYTES if request.path == "/api/v1/kb/import" else MAX_BODY_BYTES
+        if (request.content_length or 0) > limit:
             abort(413)
-        if request.content_length is None and len(await request.get_data(cache=True)) > MAX_BODY_BYTES:
+        if request.content_length is None and len(await request.get_data(cache=True)) > limit:
             abort(413)  # chunked: read (at most the global limit) and measure
     if services is not None:
         _mount_api(app, services)
@@ -73,6 +75,7 @@ def _mount_api(app: Quart, services) -> None:
     from .admin_api import api
     from .auth import AuthError
     from .auth_api import auth_api
+    from .kb_api import kb_api
     from .ws import ws_api
     from storage.records import Conflict, NotFound
 
@@ -82,6 +85,7 @@ def _mount_api(app: Quart, services) -> None:
                 security_schemes={"bearer": {"type": "http", "scheme": "bearer"}}, security=[{"bearer": []}])
     app.register_blueprint(auth_api)
     app.register_blueprint(api)
+    app.register_blueprint(kb_api)
     if services.router is not None:
         from .web_api import web_api
 

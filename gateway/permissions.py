@@ -56,6 +56,8 @@ class Action(str, enum.Enum):
     CONVERSATION_VIEW_ALL = "conversation.view_all"
     CONVERSATION_TAKE_OVER = "conversation.take_over"
     TEAM_CHAT = "team.chat"
+    KB_READ = "kb.read"
+    KB_WRITE = "kb.write"
 
 
 O, A, S, G, P = Role.OWNER, Role.ADMIN, Role.SUPERVISOR, Role.AGENT, Role.API
@@ -105,6 +107,8 @@ MATRIX: Mapping[Action, frozenset[Role]] = {
     Action.CONVERSATION_VIEW_ALL: _LEADS,
     Action.CONVERSATION_TAKE_OVER: _LEADS,
     Action.TEAM_CHAT: _PEOPLE,
+    Action.KB_READ: _PEOPLE | {P},
+    Action.KB_WRITE: _LEADS | {P},
 }
 
 # Which roles a role may give (when creating an agent or changing its role) — and so which

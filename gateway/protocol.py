@@ -71,6 +71,7 @@ class Strict(BaseModel):
 
 class TextContent(Strict):
     text: Text
+    choice: Optional[_line(64)] = None   # the id of a knowledge-base entry the bot offered, picked
 
 
 class RichContent(Strict):

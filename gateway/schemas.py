@@ -9,6 +9,8 @@ from zoneinfo import ZoneInfo, available_timezones
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from actors.bot.config import BotConfig
+
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 _CONTROL_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
@@ -102,6 +104,11 @@ class DiversionRule(Strict):
     skills: Annotated[list[Label], Field(max_length=20)] = []
 
 
+class BotTry(Strict):
+    text: Text
+    context: Annotated[list[Text], Field(max_length=5)] = []
+
+
 class MerchantSettings(Strict):
     welcome_message: Optional[Text] = None
     business_hours: Optional[BusinessHours] = None
@@ -109,6 +116,7 @@ class MerchantSettings(Strict):
     diversion: Optional[Annotated[list[DiversionRule], Field(max_length=50)]] = None
     idle_close_minutes: Optional[Annotated[int, Field(ge=1, le=1440)]] = None
     offline_message: Optional[Text] = None
+    bot: Optional[BotConfig] = None   # the bot (actors/bot/config.py): on while the knowledge base has entries
 
 
 class MerchantUpdate(Strict):

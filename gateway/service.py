@@ -51,11 +51,21 @@ class GatewayService:
                             TokenSigner(load_secret(self.settings.secret_file)),
                             router=self.router, hub=self.hub, name=name, read_log=self._read_log,
                             attachments=open_attachment_store(self.settings), query=self._query,
+                            ask_bot=self._ask_bot if self.settings.bot_workers else None,
                             max_connections_per_ip=self.settings.max_connections_per_ip,
                             frames_per_s=self.settings.frames_per_s)
         self.server = GatewayServer(create_app(checks, services=services), self.settings.host, self.settings.port)
         self._handles: dict[str, object] = {}
         self.ready = asyncio.get_running_loop().create_task(self._start())
+
+    async def _ask_bot(self, merchant: str, text: str, context: list[str]) -> dict:
+        import ray
+
+        try:
+            worker = ray.get_actor("bot-0", namespace=self.settings.namespace)
+        except ValueError as exc:
+            raise LookupError("bot-0 is not running") from exc
+        return await worker.try_message.remote(merchant, text, context)
 
     async def _start(self) -> int:
         table = await self._load_table()

@@ -84,7 +84,8 @@ async def widget_settings(merchant: str):
 @web_api.get("/api/v1/live")
 @authorized(Action.CONVERSATION_VIEW_ALL)
 async def live(who: Principal):
-    """Agents with status and load (presence) and each group's queue (length, longest wait)."""
+    """Agents with status and load (presence) and each group's queue (length, longest wait,
+    customers flagged to supervisors — angry ones the bot handed over)."""
     records = services().records
     presence = Presence(records.r, records.p)
     online = {a["agent_id"]: a for a in await presence.agents(who.merchant)}
@@ -100,8 +101,12 @@ async def live(who: Principal):
     now, queues = time.time(), []
     for g, state in zip(groups, states):
         waiting = (state or {}).get("waiting", [])
+        flagged = [{"session_id": w["session"], "customer_id": w["customer"], "flag": w["flag"],
+                    "priority": w["priority"], "waiting_s": round(now - w["since"], 1)}
+                   for w in waiting if w.get("flag")]  # e.g. the bot handed over an angry customer
         queues.append({"group_id": g["group_id"], "name": g["name"], "waiting": len(waiting),
-                       "longest_wait_s": round(max((now - w["since"] for w in waiting), default=0.0), 1)})
+                       "longest_wait_s": round(max((now - w["since"] for w in waiting), default=0.0), 1),
+                       "flagged": flagged})
     return {"agents": agents, "queues": queues}
 
 

@@ -12,7 +12,9 @@ import logging
 import uuid
 
 from actors.arrival import Facts, open_now, route
+from actors.bot.config import BotConfig
 from actors.envelope import ActorRef, Envelope
+from storage.knowledge import KnowledgeStore
 from storage.records import NotFound
 
 from .connection import Connection
@@ -94,11 +96,22 @@ async def arrival(svc: Services, merchant: str, customer_id: str, frame: Open) -
         routing = None  # the queue keeps the settings it has (default: least load)
     hours = settings.get("business_hours")
     outside = not open_now(hours, dt.datetime.now(dt.timezone.utc))
-    return {"customer_id": customer_id, "channel": frame.channel, "group": chosen.group,
+    bot = await bot_welcome(records, merchant, settings.get("bot") or {})
+    return {"bot": bot is not None, "welcome": bot or "","customer_id": customer_id, "channel": frame.channel, "group": chosen.group,
             "priority": chosen.priority, "skills": list(chosen.skills), "rule": chosen.rule, "routing": routing,
             "issue_type": frame.issue_type, "entry": frame.entry or {}, "id": frame.id,
             "idle_close_s": int(settings.get("idle_close_minutes", 30)) * 60,
             "outside_hours": outside, "outside_message": settings.get("offline_message") or OFFLINE_MESSAGE}
+
+
+async def bot_welcome(records, merchant: str, bot_settings: dict) -> str | None:
+    """The bot's welcome if the merchant's bot takes new conversations (it is not turned off
+    and the knowledge base has entries), else None."""
+    if bot_settings.get("enabled") is False or not await KnowledgeStore(records.r, records.p).count(merchant):
+        return None
+    config = BotConfig.model_validate(bot_settings)
+    zh, en = config.say("welcome", "zh"), config.say("welcome", "en")
+    return zh if zh == en else f"{zh}\n{en}"
 
 
 OFFLINE_MESSAGE = "现在是非工作时间，请留言，我们上班后会尽快回复。 We are closed now: leave a message and we will reply when we are back."

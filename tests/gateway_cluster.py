@@ -19,6 +19,7 @@ from actors.settings import Settings
 
 class Peakdesk:
     def __init__(self, redis_url: str, data_dir, namespace: str, prefix: str, port: int = 0, **settings):
+        settings.setdefault("bot_workers", 0)  # a bot worker takes a CPU and seconds to load: bot tests ask for one
         self.settings = Settings(data_dir=data_dir, redis_url=redis_url, hosts=2, port=port, namespace=namespace,
                                  prefix=prefix, **settings)
         ensure_secret(self.settings.secret_file)

@@ -52,6 +52,8 @@ conversation.view_own      O A S G
 conversation.view_all      O A S
 conversation.take_over     O A S
 team.chat                  O A S G
+kb.read                    O A S G P
+kb.write                   O A S P
 """
 LETTER = dict(zip("OASGP", ROLES))
 TABLE = {line.split()[0]: {LETTER[c] for c in line.split()[1:]} for line in EXPECTED.strip().splitlines()}

@@ -1,0 +1,38 @@
+"""E-commerce concepts shared by Chinese and English: 邮费 / 运费 / postage / shipping fee are one
+concept, and so are 乌鲁木齐 / 新疆 / Xinjiang ("a remote region"). The lexicon ships as data
+(`data/concepts.json`) and is written for online shops in general, not for one merchant: a
+concept token joins a text's BM25 tokens, so a query matches a phrasing or an answer that
+names the same thing in other words or the other language.
+"""
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from pathlib import Path
+
+LEXICON_FILE = Path(__file__).parent / "data" / "concepts.json"
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+def _pattern(forms: list[str]) -> re.Pattern:
+    zh = [re.escape(f) for f in forms if _CJK.search(f)]
+    en = [re.escape(f.lower()).replace(r"\ ", r"\s+").replace("'", "['’]?") for f in forms if not _CJK.search(f)]
+    parts = []
+    if zh:
+        parts.append("|".join(sorted(zh, key=len, reverse=True)))
+    if en:
+        parts.append(r"(?<![a-z0-9])(?:" + "|".join(sorted(en, key=len, reverse=True)) + r")(?:s|es|ed|d|ing)?(?![a-z0-9])")
+    return re.compile("|".join(parts))
+
+
+@lru_cache(maxsize=1)
+def _lexicon() -> tuple[tuple[str, re.Pattern], ...]:
+    data = json.loads(LEXICON_FILE.read_text(encoding="utf-8"))
+    return tuple(("@" + name, _pattern(forms)) for name, forms in data.items()
+                 if not name.startswith("_") and forms)
+
+
+def concepts(normalised_text: str) -> list[str]:
+    """The concept tokens named in an already normalised text, in lexicon order."""
+    return [token for token, pattern in _lexicon() if pattern.search(normalised_text)]
