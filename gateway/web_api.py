@@ -18,6 +18,7 @@ from .auth import Principal
 from .context import authorized, services
 from .errors import ApiError
 from .permissions import Action, is_lead
+from .ws_actions import bot_welcome
 
 WEB = Path(__file__).resolve().parent.parent / "web"
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -71,14 +72,17 @@ async def widget_demo() -> Response:
 
 @web_api.get("/api/v1/widget/<merchant>")
 async def widget_settings(merchant: str):
-    """Public: what the widget shows before anyone logs in (theme, nickname, welcome)."""
+    """Public: what the widget shows before anyone logs in (theme, nickname, welcome), and
+    whether the merchant's bot greets new conversations (then the widget opens one at once)."""
     try:
         m = await services().records.get_merchant(merchant)
     except NotFound:
         raise ApiError(404, "not_found", f"no merchant {merchant}") from None
     settings = m.get("settings") or {}
+    svc = services()
+    bot = svc.ask_bot is not None and await bot_welcome(svc.records, merchant, settings.get("bot") or {}) is not None
     return {"merchant": merchant, "name": m.get("name", ""), "theme": settings.get("theme") or {},
-            "welcome_message": settings.get("welcome_message") or ""}
+            "welcome_message": settings.get("welcome_message") or "", "bot": bot}
 
 
 @web_api.get("/api/v1/live")

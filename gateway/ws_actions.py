@@ -96,7 +96,7 @@ async def arrival(svc: Services, merchant: str, customer_id: str, frame: Open) -
         routing = None  # the queue keeps the settings it has (default: least load)
     hours = settings.get("business_hours")
     outside = not open_now(hours, dt.datetime.now(dt.timezone.utc))
-    bot = await bot_welcome(records, merchant, settings.get("bot") or {})
+    bot = await bot_welcome(records, merchant, settings.get("bot") or {}) if svc.ask_bot is not None else None
     return {"bot": bot is not None, "welcome": bot or "","customer_id": customer_id, "channel": frame.channel, "group": chosen.group,
             "priority": chosen.priority, "skills": list(chosen.skills), "rule": chosen.rule, "routing": routing,
             "issue_type": frame.issue_type, "entry": frame.entry or {}, "id": frame.id,

@@ -11,7 +11,8 @@ const PD = (() => {
          visits: "访问次数", quick: "常用语", new_conv: "新会话", agents: "客服", queues: "排队", waiting: "等待",
          longest: "最长等待", load: "负载", status: "状态", group: "分组", lang: "English", placeholder: "输入消息，/ 打开常用语",
          closed: "会话已结束", transferred: "已转接", internal: "备注（客户不可见）", visitor: "访客", refresh: "刷新",
-         queued: "排队中", all: "全部会话", attach: "附件", takeover: "接管", history: "历史会话", messages: "条消息", team: "同事聊天"},
+         queued: "排队中", all: "全部会话", attach: "附件", takeover: "接管", history: "历史会话", messages: "条消息", team: "同事聊天",
+         suggestions: "推荐答案", use: "发送", edit: "编辑", flagged: "需关注", angry: "情绪激动", bot: "智能助手"},
     en: {login: "Log in", merchant: "Merchant", username: "Username", password: "Password", mine: "My conversations",
          none: "No conversations", online: "Online", busy: "Busy", away: "Away", offline: "Offline", send: "Send",
          note: "Internal note", close: "Close", transfer: "Transfer", to_agent: "To agent", to_group: "To group",
@@ -20,7 +21,8 @@ const PD = (() => {
          load: "Load", status: "Status", group: "Group", lang: "中文", placeholder: "Type a message; / for quick replies",
          closed: "Conversation closed", transferred: "Transferred", internal: "Note (customer can't see)",
          visitor: "Visitor", refresh: "Refresh", queued: "Queued", all: "All conversations", attach: "Attachment",
-         takeover: "Take over", history: "Past conversations", messages: "messages", team: "Team chat"},
+         takeover: "Take over", history: "Past conversations", messages: "messages", team: "Team chat",
+         suggestions: "Suggested answers", use: "Send", edit: "Edit", flagged: "Needs attention", angry: "angry", bot: "Assistant"},
   };
   const t = (key) => (T[LANG] && T[LANG][key]) || key;
 

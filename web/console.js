@@ -120,6 +120,9 @@
       if (f.cid && c.messages.some((m) => m.cid === f.cid)) return;  // our own, shown when sent
       c.messages.push(f);
       if (f.session === state.active) appendMessage(f); else { c.unread = true; renderList(); }
+    } else if (f.t === "suggestions") {  // the bot's best knowledge-base answers to the customer's last message
+      const c = conv(f.session); c.suggestions = f.items;
+      if (f.session === state.active) renderSuggestions(c);
     } else if (f.t === "event" && f.session) {
       addSystem(conv(f.session), f.event + (f.by ? ` (${f.by})` : ""));
     } else if (f.t === "chat") {
@@ -185,9 +188,23 @@
       el("input", {type: "file", id: "attach", "aria-label": t("attach"), onchange: (e) => upload(c, e.target)}),
       LEAD ? el("button", {id: "takeover", text: t("takeover"), onclick: () => state.conn.send({t: "takeover", session: c.session})}) : "");
     const chat = document.getElementById("chat");
-    chat.replaceChildren(messages, tools, el("div", {class: "composer"}, quick, input, el("button", {id: "send", text: t("send"), onclick: send})));
+    const suggestions = el("div", {class: "suggestions", id: "suggestions", hidden: ""});
+    chat.replaceChildren(messages, suggestions, tools, el("div", {class: "composer"}, quick, input, el("button", {id: "send", text: t("send"), onclick: send})));
+    c.sendText = (text) => { input.value = text; send(); };
+    c.editText = (text) => { input.value = text; input.focus(); };
     for (const m of c.messages) appendMessage(m);
+    renderSuggestions(c);
     input.focus();
+  }
+
+  function renderSuggestions(c) {
+    const box = document.getElementById("suggestions"); if (!box) return;
+    const items = c.suggestions || [];
+    box.hidden = !items.length;
+    box.replaceChildren(el("b", {text: t("suggestions")}), ...items.map((s) => el("div", {class: "suggestion", "data-entry": s.id},
+      el("div", {class: "q", text: s.question}), el("div", {class: "a", text: s.answer}),
+      el("button", {class: "use", text: t("use"), onclick: () => { c.suggestions = []; renderSuggestions(c); c.sendText(s.answer); }}),
+      el("button", {class: "edit", text: t("edit"), onclick: () => c.editText(s.answer)}))));
   }
 
   async function upload(c, input) {
@@ -209,7 +226,10 @@
     if (m.t === "sys") { box.append(el("div", {class: "msg system", text: m.text})); }
     else {
       const mine = m.mine || (m.from && m.from.kind === "agent" && m.from.id === state.me.agent_id);
-      const node = el("div", {class: "msg" + (mine ? " mine" : "") + (m.internal ? " internal" : "")}, renderContent(m, state.load));
+      const bot = m.from && m.from.kind === "bot";  // what the bot told the customer before the handover
+      const node = el("div", {class: "msg" + (mine ? " mine" : "") + (m.internal ? " internal" : "") + (bot ? " bot" : "")},
+        bot ? el("small", {class: "who", text: t("bot")}) : "", renderContent(m, state.load));
+      for (const ch of (bot && m.content && m.content.choices) || []) node.append(el("div", {class: "choice", text: "• " + ch.question}));
       if (m.seq) node.dataset.seq = m.seq;
       box.append(node);
     }

@@ -24,7 +24,8 @@
       el("header", {}, el("h1", {text: "peakdesk · live"}), el("span", {id: "updated"}), el("button", {onclick: toggleLang, text: t("lang")})),
       el("main", {style: "padding:16px;display:grid;gap:16px"},
         el("section", {}, el("h2", {text: t("agents")}), el("table", {id: "agents"})),
-        el("section", {}, el("h2", {text: t("queues")}), el("table", {id: "queues"}))));
+        el("section", {}, el("h2", {text: t("queues")}), el("table", {id: "queues"})),
+        el("section", {}, el("h2", {text: t("flagged")}), el("table", {id: "flagged"}))));
     refresh();
     setInterval(refresh, 2000);
   }
@@ -43,6 +44,12 @@
       el("tr", {}, ...["group", "waiting", "longest"].map((k) => el("th", {text: t(k)}))),
       ...live.queues.map((q) => el("tr", {"data-group": q.group_id},
         el("td", {text: q.name}), el("td", {class: "waiting", text: String(q.waiting)}), el("td", {text: `${q.longest_wait_s}s`}))));
+    // customers the bot handed over as angry: waiting ahead of others, shown until an agent takes them
+    const flagged = live.queues.flatMap((q) => (q.flagged || []).map((f) => ({...f, group: q.name})));
+    document.getElementById("flagged").replaceChildren(
+      el("tr", {}, ...["customer", "group", "waiting"].map((k) => el("th", {text: t(k)}))),
+      ...flagged.map((f) => el("tr", {class: "flagged", "data-session": f.session_id},
+        el("td", {text: `${f.customer_id} · ${t(f.flag)}`}), el("td", {text: f.group}), el("td", {text: `${f.waiting_s}s`}))));
   }
 
   if (token) start(); else loginForm();

@@ -17,10 +17,10 @@
   const zh = !(navigator.language || "zh").startsWith("en");
   const T = zh ? {title: "在线客服", send: "发送", ph: "请输入…", queue: (p, m) => `排队中：第 ${p} 位，预计 ${m} 分钟`,
                   assigned: "客服已接入", closed: "会话已结束", rate: "请为本次服务评分", thanks: "感谢您的评价！",
-                  image: "图片", hours: "非工作时间"}
+                  image: "图片", hours: "非工作时间", bot: "智能助手"}
                : {title: "Chat with us", send: "Send", ph: "Type a message…", queue: (p, m) => `In queue: #${p}, about ${m} min`,
                   assigned: "An agent has joined", closed: "Conversation closed", rate: "How did we do?",
-                  thanks: "Thank you for your rating!", image: "Image", hours: "Outside business hours"};
+                  thanks: "Thank you for your rating!", image: "Image", hours: "Outside business hours", bot: "Assistant"};
 
   const host = document.createElement("div");
   host.id = "peakdesk-widget";
@@ -56,6 +56,11 @@
       .m{max-width:78%;padding:6px 10px;border-radius:8px;background:#fff;white-space:pre-wrap;word-break:break-word}
       .m.me{align-self:flex-end;background:${theme.accent_color || "#d1e7ff"}}
       .sys{align-self:center;color:#7b8794;font-size:12px}
+      .m.bot{border:1px solid #e4e7eb}
+      .who{display:block;font-size:11px;color:#7b8794;margin-bottom:2px}
+      .choices{display:flex;flex-direction:column;gap:4px;margin-top:6px}
+      .choices button{text-align:left;border:1px solid ${primary};color:${primary};background:#fff;border-radius:6px;padding:4px 8px;cursor:pointer}
+      .card{display:block;margin-top:6px;padding:6px;border:1px solid #e4e7eb;border-radius:6px;color:${primary}}
       .bar{display:flex;gap:6px;padding:8px;border-top:1px solid #e4e7eb}
       .bar input[type=text]{flex:1;padding:6px}
       .stars button{font-size:20px;border:0;background:none;cursor:pointer}
@@ -84,10 +89,14 @@
       msgs,
       el("div", {class: "bar"}, input, file, el("button", {text: "🖼", title: T.image, "aria-label": T.image, onclick: () => file.click()}),
         el("button", {id: "pd-send", text: T.send, onclick: sendText})));
-    const btn = el("button", {class: "btn", id: "pd-open", "aria-label": T.title, text: "💬", onclick: () => { panel.hidden = !panel.hidden; if (!panel.hidden) input.focus(); }});
+    // With the merchant's bot, opening the panel opens the conversation: the bot greets first.
+    const btn = el("button", {class: "btn", id: "pd-open", "aria-label": T.title, text: "💬", onclick: () => {
+      panel.hidden = !panel.hidden;
+      if (!panel.hidden) { input.focus(); if (settings.bot) ensureSession(); }
+    }});
     if (theme.icon_url) btn.replaceChildren(el("img", {src: theme.icon_url, alt: "", width: "28"}));
     root.append(style(theme), panel, btn);
-    if (settings.welcome_message && !state.session) system(settings.welcome_message);
+    if (settings.welcome_message && !state.session && !settings.bot) system(settings.welcome_message);
   }
 
   function system(text) { msgs.append(el("div", {class: "m sys", text})); msgs.scrollTop = msgs.scrollHeight; }
@@ -104,7 +113,17 @@
     } else {
       body = el("span", {text: c.text || c.emoji || c.title || c.name || c.order_id || ""});
     }
-    msgs.append(el("div", {class: "m" + (mine ? " me" : "")}, body));
+    const bot = (f.from || {}).kind === "bot";
+    const box = el("div", {class: "m" + (mine ? " me" : "") + (bot ? " bot" : "")}, bot ? el("span", {class: "who", text: T.bot}) : "", body);
+    if (bot && c.choices && c.choices.length) {  // the bot's "did you mean": one tap picks an entry
+      box.append(el("div", {class: "choices"}, ...c.choices.map((ch) => el("button", {text: ch.question, "data-choice": ch.id,
+        onclick: () => submit("text", {text: ch.question, choice: ch.id})}))));
+    }
+    for (const card of (bot && c.cards) || []) {
+      if (/^https?:\/\//.test(card.url || "")) box.append(el("a", {class: "card", href: card.url, target: "_blank", rel: "noopener noreferrer", text: card.title}));
+      else box.append(el("span", {class: "card", text: card.title}));
+    }
+    msgs.append(box);
     msgs.scrollTop = msgs.scrollHeight;
   }
 
