@@ -12,11 +12,14 @@ from .text import normalise
 _HUMAN_ZH = re.compile(
     r"转人工|转接人工|人工客服|人工服务|人工坐席|找人工|要人工|接人工|叫人工|来个人工|人工呢|人工$|^人工|"
     r"真人|活人|有人吗|有没有人(?!用)|客服人员|在线客服|找客服|叫客服|联系客服|找你们(经理|主管|负责人|领导)|"
-    r"(叫|找|让)(你们)?(经理|主管|负责人|领导)|不要机器人|别用机器人|不想(跟|和)机器人|你是机器人吗")
+    r"(叫|找|让)(你们)?(经理|主管|负责人|领导)|把(你们)?的?(经理|主管|负责人|领导|老板)(叫|喊|找)|"
+    r"不要机器人|别用机器人|不想(跟|和)机器人|别让机器人|你是机器人吗|机器人.{0,6}(不对|没用|听不懂)")
 _HUMAN_EN = re.compile(
     r"\b(real|live|actual) (person|human|agent|people)\b|\bhuman( being)?s?\b(?! hair)|"
     r"\b(talk|speak|chat|connect|transfer|put) (me )?(to|with) (a |an |your |the )?"
-    r"(person|someone|somebody|agent|representative|rep|operator|manager|supervisor|staff|customer service)\b|"
+    r"(person|someone|somebody|agent|representative|rep|operator|manager|supervisor|staff|customer service|"
+    r"(a )?member of (your |the )?(staff|team)|staff member|team member|real agent|live agent)\b|"
+    r"\b(can|could|may) i (speak|talk|chat) (to|with) (someone|somebody|a person|a human|an agent)\b|"
     r"\b(need|want|get|give)( me)? (a |an )?(agent|representative|rep|operator|manager|supervisor)\b|"
     r"^(an? )?(agent|representative|operator|human)( please| pls| plz| now)?[!. ]*$|\bagent please\b|"
     r"\bnot (a |an |the )?(bot|robot|machine)\b|\bstop (the )?bot\b|\bno (more )?bots?\b|\bare you a (bot|robot)\b")
@@ -27,9 +30,52 @@ _THANKS = re.compile(r"^(thanks?( you)?( so much| a lot)?|thx|ty|ok thanks?|grea
                      r"多谢|感谢|好的?|ok|okay|收到|明白了?|知道了|got it)[\s!！.。~]*$")
 
 
+# asking *about* the people ("人工客服几点下班", "what are your agents' hours") is a question for the
+# knowledge base, not a request for one of them
+_ABOUT_PEOPLE = re.compile(
+    r"(人工|客服).{0,6}(几点|什么时候|时间|上班|下班|营业|周末|节假日|休息|电话|号码|邮箱|多久回)|"
+    r"\b(hours|what time|opening|open|working|available|availability|weekends?|holidays?|phone number|email)\b")
+_PLAIN_REQUEST = re.compile(r"转人工|接人工|要人工|找人工|叫人工|\b(talk|speak|connect|transfer|put) (me )?(to|with)\b")
+
+
 def asks_for_human(text: str) -> bool:
     t = normalise(text)
-    return bool(_HUMAN_ZH.search(t) or _HUMAN_EN.search(t))
+    if not (_HUMAN_ZH.search(t) or _HUMAN_EN.search(t)):
+        return False
+    return not _ABOUT_PEOPLE.search(t) or bool(_PLAIN_REQUEST.search(t))
+
+
+# Messages a bot must not handle whatever the knowledge base says. "angry": complaints, legal or
+# regulator threats, chargebacks, and safety incidents (burns, smoke, fire, shocks) — a person
+# first, with priority. "person": account takeover, fraud or impersonation, someone else's
+# personal data, and business that is not customer service (press, jobs, partnerships).
+_ESCALATE_ANGRY = re.compile(
+    r"投诉|举报|12315|12345|消协|消费者协会|工商局|市场监管|律师|起诉|法院|报警|曝光|维权|差评|"
+    r"烫伤|烧伤|烧了|烧坏|烧焦|着火|起火|冒烟|冒火|爆炸|炸了|触电|漏电|电到|受伤|流血|进医院|"
+    r"\b(complain(t|ts|ing)?|file a complaint|report(ing)? (you|this|your)|lawyers?|attorney|sue|suing|lawsuit|"
+    r"legal action|court|police|chargeback|charge ?back|dispute (the|this|a) (charge|payment|transaction)|"
+    r"trading standards|consumer (council|protection)|bbb|burn(ed|t|s)?|caught fire|on fire|fire hazard|smok(e|ed|ing)|"
+    r"explod(e|ed|ing)|electric shock|shocked me|injur(y|ed|ies)|hurt (me|my|him|her)|hospital|dangerous|unsafe)\b")
+_ESCALATE_PERSON = re.compile(
+    r"被盗|盗号|盗刷|被黑|异地登录|有人(用|登|登录|盗|冒用)(了)?我的?(号|账号|账户|帐号)|不是我(本人)?(下|买|操作|改)的?|"
+    r"冒充|诈骗|骗子电话|钓鱼|中奖|个人信息|隐私|泄露|别人的(订单|信息|包裹|快递)|"
+    r"董事长|总裁|创始人|记者|媒体|采访|招聘|应聘|面试|求职|工作机会|实习|合作|广告|代理|加盟|分销|赞助|投资|漏洞|"
+    r"\b(hack(ed|er|ing)?|stolen|someone (else )?(logged|log) in(to)?|logged into my account|unauthori[sz]ed|"
+    r"i didn'?t (do|order|make|place|buy) (that|this|it)|phishing|scam (call|text|sms|message|email)|impersonat\w*|"
+    r"asking for my (bank|card|password|code|pin)|personal (data|information|details) of|someone else'?s|"
+    r"data (leak|breach)|privacy|ceo|founder|journalist|reporter|press|media|interview|job|jobs|hiring|vacanc(y|ies)|career|"
+    r"internship|partnership|collaborat\w*|sponsor\w*|affiliate|influencer|advertis\w*|invest(or|ment)|"
+    r"vulnerabilit(y|ies)|security (issue|hole|flaw|bug|report))\b")
+
+
+def needs_person(text: str) -> str | None:
+    """"angry" or "person" for a message no bot answer should handle, else None."""
+    t = normalise(text)
+    if _ESCALATE_ANGRY.search(t):
+        return "angry"
+    if _ESCALATE_PERSON.search(t):
+        return "person"
+    return None
 
 
 def small_talk(text: str) -> str | None:

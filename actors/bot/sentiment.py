@@ -35,6 +35,12 @@ _HAPPY = re.compile(
     r"fantastic|helpful|brilliant|best|satisfied|recommend|pleased|glad|cheers)\b|[❤😊😄👍🥰😍🎉]")
 
 
+def anger_words(text: str) -> bool:
+    """Does the message use a word of anger, or shout (!!!, ???, capitals)?"""
+    x = _lexical(text, text)
+    return bool(x[0] > 0 or x[2] >= 0.75 or x[3] >= 1.0 or x[4] >= 0.7)
+
+
 def _lexical(text: str, raw: str) -> np.ndarray:
     t = normalise(text)
     letters = [c for c in raw if c.isalpha() and c.isascii()]
@@ -56,11 +62,13 @@ class SentimentModel:
     def features(texts: list[str], vectors: np.ndarray) -> np.ndarray:
         lex = np.vstack([_lexical(t, t) for t in texts]) if texts else np.zeros((0, 5), np.float32)
         # unit vectors have tiny components: scaled up, the regression fits them in few steps
-        return np.hstack([10.0 * vectors, 3.0 * lex])
+        return np.hstack([10.0 * vectors, 5.0 * lex])
 
     @classmethod
-    def train(cls, texts: list[str], labels: list[str], epochs: int = 1000, lr: float = 0.5,
-              l2: float = 1e-4) -> "SentimentModel":
+    def train(cls, texts: list[str], labels: list[str], epochs: int = 500, lr: float = 0.5,
+              l2: float = 0.03) -> "SentimentModel":
+        # epochs, l2 and the lexicon's scale (5) chosen by 5-fold cross-validation on the training
+        # file (960 lines): 0.921 accuracy, against 0.901 for the earlier 1000 / 1e-4 / 3
         x = cls.features(texts, embed.encode_many(texts))
         y = np.zeros((len(texts), len(LABELS)), dtype=np.float32)
         y[np.arange(len(texts)), [LABELS.index(lab) for lab in labels]] = 1.0

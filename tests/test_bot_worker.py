@@ -1,0 +1,130 @@
+"""A bot worker against real Redis, and the optional LLM through a real local HTTP server that
+speaks the OpenAI chat-completions API: grounded phrasing when a merchant turns it on, the plain
+retrieved answer on any timeout or error, rebuilt indexes when the knowledge base changes, and
+no knowledge crossing merchants."""
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from actors.bot.worker import BotWorker
+from actors.settings import ConfigError, Settings
+from storage.knowledge import KnowledgeStore
+from storage.records import RecordStore
+
+KB = json.loads((Path(__file__).parent / "data" / "bot" / "kb.json").read_text())
+REFUND = next(e for e in KB if e["id"] == "refund-time")
+
+
+class FakeLLM(BaseHTTPRequestHandler):
+    mode = "ok"
+    seen: list = []
+
+    def do_POST(self):  # noqa: N802 (http.server's name)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        FakeLLM.seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+        if FakeLLM.mode == "slow":
+            time.sleep(2)
+        if FakeLLM.mode == "error":
+            self.send_response(500)
+            self.end_headers()
+            return
+        content = {"ok": "亲，退款原路返回，支付宝/微信24小时内到账。", "refuse": "NO_ANSWER",
+                   "slow": "too late"}[FakeLLM.mode]
+        raw = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def llm_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeLLM)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def worker(redis_server, llm_server, tmp_path_factory):
+    prefix = "bw:"
+
+    async def setup():
+        r = aioredis.from_url(redis_server.url)
+        records = RecordStore(r, prefix)
+        await records.create_merchant("shop", "Shop", {"bot": {"llm": True}}, actor="test")
+        await records.create_merchant("plain", "Plain", {}, actor="test")
+        await records.create_merchant("other", "Other", {}, actor="test")
+        kb = KnowledgeStore(r, prefix)
+        await kb.import_entries("shop", KB, replace=True, actor="test")
+        await kb.import_entries("plain", KB, replace=True, actor="test")
+        await r.aclose()
+    asyncio.run(setup())
+    settings = Settings(data_dir=tmp_path_factory.mktemp("bw"), redis_url=redis_server.url, prefix=prefix,
+                        llm_url=llm_server, llm_model="qwen-test", llm_api_key="sk-test", llm_timeout_s=0.5)
+    return BotWorker("bot-test", settings.to_dict())
+
+
+def ask(worker, merchant: str, text: str) -> dict:
+    (answer,) = worker.handle([{"actor": f"session:{merchant}:s1", "req": 7, "mode": "answer", "text": text}])
+    assert answer["actor"] == f"session:{merchant}:s1" and answer["type"] == "bot_reply"
+    return answer["body"]
+
+
+def test_the_llm_phrases_a_grounded_answer_when_the_merchant_turns_it_on(worker):
+    FakeLLM.mode, FakeLLM.seen = "ok", []
+    body = ask(worker, "shop", "退款一般多久能到账")
+    assert body["action"] == "answer" and body["entry_id"] == "refund-time" and body["reason"] == "match_llm"
+    assert body["text"] == "亲，退款原路返回，支付宝/微信24小时内到账。"
+    (call,) = FakeLLM.seen
+    assert call["path"] == "/v1/chat/completions" and call["auth"] == "Bearer sk-test"
+    assert call["body"]["model"] == "qwen-test"
+    assert REFUND["answer"] in call["body"]["messages"][1]["content"]  # grounded in the retrieved entry
+    plain = ask(worker, "plain", "退款一般多久能到账")  # a merchant without llm: the entry's own answer
+    assert plain["text"] == REFUND["answer"] and len(FakeLLM.seen) == 1
+
+
+@pytest.mark.parametrize("mode", ["slow", "error", "refuse"])
+def test_any_llm_failure_falls_back_to_the_retrieved_answer_within_the_timeout(worker, mode):
+    FakeLLM.mode = mode
+    t0 = time.monotonic()
+    body = ask(worker, "shop", "退款一般多久能到账")
+    assert body["text"] == REFUND["answer"] and body["reason"] == "match"
+    assert time.monotonic() - t0 < 1.5  # the 0.5 s timeout, not the server's 2 s
+
+
+def test_a_changed_knowledge_base_is_picked_up_and_merchants_never_share_one(worker, redis_server):
+    FakeLLM.mode = "ok"
+    entry = {"id": "gift-card", "question": "礼品卡怎么使用", "answer": "结算页输入礼品卡卡号即可抵扣。",
+             "alternatives": ["how do I redeem a gift card", "礼品卡在哪里输入"]}
+
+    async def add():
+        r = aioredis.from_url(redis_server.url)
+        await KnowledgeStore(r, "bw:").put("plain", entry, actor="test")
+        await r.aclose()
+    asyncio.run(add())
+    body = ask(worker, "plain", "礼品卡怎么用啊")
+    assert body["action"] == "answer" and body["entry_id"] == "gift-card"
+    other = ask(worker, "other", "退款一般多久能到账")  # no knowledge base of its own: a person
+    assert other["action"] == "handoff" and other["reason"] == "no_match"
+
+
+def test_the_llm_settings_are_checked_by_name(tmp_path):
+    with pytest.raises(ConfigError, match="llm_url"):
+        Settings(data_dir=tmp_path, llm_url="ftp://x", llm_model="m")
+    with pytest.raises(ConfigError, match="llm_model"):
+        Settings(data_dir=tmp_path, llm_url="http://127.0.0.1:9/v1")
+    with pytest.raises(ConfigError, match="llm_timeout_s"):
+        Settings(data_dir=tmp_path, llm_timeout_s=0)
