@@ -33,6 +33,16 @@ def _lexicon() -> tuple[tuple[str, re.Pattern], ...]:
                  if not name.startswith("_") and forms)
 
 
+# a quantity of twenty or more of something (not of days, money or weight): a bulk order
+_BULK = re.compile(
+    r"(?<![\d.])(?:[2-9]\d|[1-9]\d{2,})\s*(?:台|个|件|套|箱|份|只|把|部|副|units?\b|pcs\b|pieces\b|sets?\b|"
+    r"(?!(?:days|weeks|months|years|hours|minutes|mins|yuan|rmb|dollars|euros|pounds|kg|grams|orders|times)\b)"
+    r"(?:[a-z-]+\s+)?[a-z]+s\b)")
+
+
 def concepts(normalised_text: str) -> list[str]:
     """The concept tokens named in an already normalised text, in lexicon order."""
-    return [token for token, pattern in _lexicon() if pattern.search(normalised_text)]
+    found = [token for token, pattern in _lexicon() if pattern.search(normalised_text)]
+    if _BULK.search(normalised_text) and "@bulk" not in found:
+        found.append("@bulk")
+    return found

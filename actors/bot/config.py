@@ -51,8 +51,8 @@ class BotConfig(BaseModel):
     language: str = Field(default="zh", pattern="^(zh|en)$")  # for messages with no letters of either
     texts: dict[str, str | dict[str, str]] = Field(default_factory=dict)
     keyword_replies: list[KeywordRule] = Field(default_factory=list, max_length=200)
-    answer_threshold: float = Field(default=0.62, ge=0, le=1)
-    choice_threshold: float = Field(default=0.45, ge=0, le=1)
+    answer_threshold: float = Field(default=0.55, ge=0, le=1)
+    choice_threshold: float = Field(default=0.2, ge=0, le=1)
     clear_margin: float = Field(default=0.12, ge=0, le=1)
     choice_spread: float = Field(default=0.1, ge=0, le=1)
     angry_threshold: float = Field(default=0.5, ge=0, le=1)
