@@ -75,10 +75,11 @@ class Cluster:
         for i, hid in enumerate(ids):
             self.hosts[hid] = remote.host_actor(hid, i, cfg, s.namespace)
         ray.get([h.wait_ready.remote() for h in self.hosts.values()], timeout=timeout)
+        # before the gateway: once it answers health checks, the bot answers customers too
+        ray.get([b.wait_ready.remote() for b in self.bots.values()], timeout=timeout)
         if gateway:
             gw = self.gateways["gateway-0"] = remote.gateway_actor("gateway-0", cfg, s.namespace)
             self.gateway_port = ray.get(gw.wait_ready.remote(), timeout=timeout)
-        ray.get([b.wait_ready.remote() for b in self.bots.values()], timeout=timeout)
         log.info("cluster up in %.1fs: %d hosts, %d writers, %d bot workers", time.monotonic() - t0, len(ids),
                  s.writers, len(self.bots))
 

@@ -36,7 +36,7 @@ class BotTurns:
         text = content.get("text") if record.get("kind") == "text" else None
         if status == "bot":
             self._ask_bot(record, text)
-        elif status == "assigned" and text and self.state.get("assist", True):
+        elif status == "assigned" and text and self.state.get("assist"):
             self.ask("bot", {"mode": "assist", "req": self.state["seq"], "seq": self.state["seq"], "text": text,
                              "context": self._bot_context()})
 

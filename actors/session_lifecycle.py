@@ -59,7 +59,8 @@ class Lifecycle:
         s.update(customer_id=str(body.get("customer_id", "")), channel=str(body.get("channel", "web")),
                  group=str(body.get("group") or "default"), priority=int(body.get("priority", 0)),
                  skills=[str(k) for k in body.get("skills", [])], routing=body.get("routing"),
-                 idle_close_s=float(body.get("idle_close_s", IDLE_CLOSE_S)), created_at=self.clock())
+                 idle_close_s=float(body.get("idle_close_s", IDLE_CLOSE_S)), created_at=self.clock(),
+                 assist=bool(body.get("assist") or body.get("bot")))  # the merchant has a knowledge base
         payload = {k: body[k] for k in ("entry", "issue_type", "rule") if body.get(k)}
         if body.get("bot"):
             self._bot_open(body)

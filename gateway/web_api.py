@@ -11,6 +11,7 @@ from pathlib import Path
 from quart import Blueprint, Response, request, send_file
 
 from storage.actor_store import read_states
+from storage.knowledge import KnowledgeStore
 from storage.presence import Presence
 from storage.records import NotFound
 
@@ -80,7 +81,8 @@ async def widget_settings(merchant: str):
         raise ApiError(404, "not_found", f"no merchant {merchant}") from None
     settings = m.get("settings") or {}
     svc = services()
-    bot = svc.ask_bot is not None and await bot_welcome(svc.records, merchant, settings.get("bot") or {}) is not None
+    bot = (svc.ask_bot is not None and bot_welcome(settings.get("bot") or {}) is not None
+           and await KnowledgeStore(svc.records.r, svc.records.p).count(merchant) > 0)
     return {"merchant": merchant, "name": m.get("name", ""), "theme": settings.get("theme") or {},
             "welcome_message": settings.get("welcome_message") or "", "bot": bot}
 

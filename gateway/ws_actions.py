@@ -96,18 +96,19 @@ async def arrival(svc: Services, merchant: str, customer_id: str, frame: Open) -
         routing = None  # the queue keeps the settings it has (default: least load)
     hours = settings.get("business_hours")
     outside = not open_now(hours, dt.datetime.now(dt.timezone.utc))
-    bot = await bot_welcome(records, merchant, settings.get("bot") or {}) if svc.ask_bot is not None else None
-    return {"bot": bot is not None, "welcome": bot or "","customer_id": customer_id, "channel": frame.channel, "group": chosen.group,
+    kb_entries = await KnowledgeStore(records.r, records.p).count(merchant) if svc.ask_bot is not None else 0
+    bot = bot_welcome(settings.get("bot") or {}) if kb_entries else None
+    return {"bot": bot is not None, "welcome": bot or "", "assist": kb_entries > 0,"customer_id": customer_id, "channel": frame.channel, "group": chosen.group,
             "priority": chosen.priority, "skills": list(chosen.skills), "rule": chosen.rule, "routing": routing,
             "issue_type": frame.issue_type, "entry": frame.entry or {}, "id": frame.id,
             "idle_close_s": int(settings.get("idle_close_minutes", 30)) * 60,
             "outside_hours": outside, "outside_message": settings.get("offline_message") or OFFLINE_MESSAGE}
 
 
-async def bot_welcome(records, merchant: str, bot_settings: dict) -> str | None:
-    """The bot's welcome if the merchant's bot takes new conversations (it is not turned off
-    and the knowledge base has entries), else None."""
-    if bot_settings.get("enabled") is False or not await KnowledgeStore(records.r, records.p).count(merchant):
+def bot_welcome(bot_settings: dict) -> str | None:
+    """The bot's welcome if the merchant's bot takes new conversations (the caller knows the
+    knowledge base has entries), else None."""
+    if bot_settings.get("enabled") is False:
         return None
     config = BotConfig.model_validate(bot_settings)
     zh, en = config.say("welcome", "zh"), config.say("welcome", "en")

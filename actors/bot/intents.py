@@ -51,20 +51,24 @@ def asks_for_human(text: str) -> bool:
 # personal data, and business that is not customer service (press, jobs, partnerships).
 _ESCALATE_ANGRY = re.compile(
     r"投诉|举报|12315|12345|消协|消费者协会|工商局|市场监管|律师|起诉|法院|报警|曝光|维权|差评|"
-    r"烫伤|烧伤|烧了|烧坏|烧焦|着火|起火|冒烟|冒火|爆炸|炸了|触电|漏电|电到|受伤|流血|进医院|"
+    r"烫伤|烧伤|烧坏|烧焦|着火|起火|冒烟|冒火|爆炸|炸了|触电|漏电|电到我|受伤|流血|进医院|"
     r"\b(complain(t|ts|ing)?|file a complaint|report(ing)? (you|this|your)|lawyers?|attorney|sue|suing|lawsuit|"
     r"legal action|court|police|chargeback|charge ?back|dispute (the|this|a) (charge|payment|transaction)|"
-    r"trading standards|consumer (council|protection)|bbb|burn(ed|t|s)?|caught fire|on fire|fire hazard|smok(e|ed|ing)|"
+    r"trading standards|consumer (council|protection)|bbb|burned (me|my|him|her)|burnt (me|my)|caught fire|on fire|fire hazard|"
+    r"(started|was|is|it'?s) smoking|smoke (came|coming|pouring)|"
     r"explod(e|ed|ing)|electric shock|shocked me|injur(y|ed|ies)|hurt (me|my|him|her)|hospital|dangerous|unsafe)\b")
 _ESCALATE_PERSON = re.compile(
     r"被盗|盗号|盗刷|被黑|异地登录|有人(用|登|登录|盗|冒用)(了)?我的?(号|账号|账户|帐号)|不是我(本人)?(下|买|操作|改)的?|"
-    r"冒充|诈骗|骗子电话|钓鱼|中奖|个人信息|隐私|泄露|别人的(订单|信息|包裹|快递)|"
-    r"董事长|总裁|创始人|记者|媒体|采访|招聘|应聘|面试|求职|工作机会|实习|合作|广告|代理|加盟|分销|赞助|投资|漏洞|"
+    r"冒充|诈骗|骗子电话|钓鱼|中奖|个人信息(被|泄)|泄露|别人的(订单|信息|包裹|快递)|"
+    r"董事长|总裁|创始人|记者|媒体采访|采访|招聘|应聘|面试|求职|工作机会|实习|商务合作|广告(合作|投放)|投放广告|"
+    r"代理商|做代理|加盟|分销|赞助|投资|安全漏洞|"
     r"\b(hack(ed|er|ing)?|stolen|someone (else )?(logged|log) in(to)?|logged into my account|unauthori[sz]ed|"
     r"i didn'?t (do|order|make|place|buy) (that|this|it)|phishing|scam (call|text|sms|message|email)|impersonat\w*|"
     r"asking for my (bank|card|password|code|pin)|personal (data|information|details) of|someone else'?s|"
-    r"data (leak|breach)|privacy|ceo|founder|journalist|reporter|press|media|interview|job|jobs|hiring|vacanc(y|ies)|career|"
-    r"internship|partnership|collaborat\w*|sponsor\w*|affiliate|influencer|advertis\w*|invest(or|ment)|"
+    r"data (leak|breach)|ceo|founder|journalist|reporter|press (inquiry|enquiry|office)|media (inquiry|enquiry)|"
+    r"job (opening|application|vacanc(y|ies))|looking for a job|hiring|vacanc(y|ies)|careers?|"
+    r"internship|partnership|collaborat\w*|sponsor\w*|affiliate|influencer|advertising (partnership|deal|cooperation)|"
+    r"invest(or|ment)|"
     r"vulnerabilit(y|ies)|security (issue|hole|flaw|bug|report))\b")
 
 
