@@ -29,6 +29,8 @@ class BotTurns:
         welcome = str(body.get("welcome") or "")
         if welcome:
             self._append({"kind": "text", "content": {"text": welcome}, "from": BOT}, None, None)
+        if body.get("outside_hours") and body.get("outside_message"):  # the bot answers; people are away
+            self._append({"kind": "text", "content": {"text": str(body["outside_message"])}, "from": BOT}, None, None)
         self._touch()
 
     def _after_customer_message(self, record: dict) -> None:

@@ -65,7 +65,8 @@ def worker(redis_server, llm_server, tmp_path_factory):
         r = aioredis.from_url(redis_server.url)
         records = RecordStore(r, prefix)
         await records.create_merchant("shop", "Shop", {"bot": {"llm": True}}, actor="test")
-        await records.create_merchant("plain", "Plain", {}, actor="test")
+        await records.create_merchant("plain", "Plain", {"bot": {"keyword_replies": [
+            {"keywords": ["地址", "address"], "reply": "我们在上海市浦东新区 Pudong, Shanghai"}]}}, actor="test")
         await records.create_merchant("other", "Other", {}, actor="test")
         kb = KnowledgeStore(r, prefix)
         await kb.import_entries("shop", KB, replace=True, actor="test")
@@ -119,6 +120,15 @@ def test_a_changed_knowledge_base_is_picked_up_and_merchants_never_share_one(wor
     assert body["action"] == "answer" and body["entry_id"] == "gift-card"
     other = ask(worker, "other", "退款一般多久能到账")  # no knowledge base of its own: a person
     assert other["action"] == "handoff" and other["reason"] == "no_match"
+
+
+def test_keyword_rules_greetings_and_a_request_for_a_person(worker):
+    body = ask(worker, "plain", "你们店铺地址在哪")
+    assert (body["action"], body["reason"], body["text"]) == ("reply", "keyword", "我们在上海市浦东新区 Pudong, Shanghai")
+    body = ask(worker, "plain", "你好")
+    assert (body["action"], body["reason"]) == ("reply", "greeting")
+    body = ask(worker, "plain", "I want to talk to a real person")
+    assert (body["action"], body["reason"], body["lang"]) == ("handoff", "asked_for_human", "en")
 
 
 def test_the_llm_settings_are_checked_by_name(tmp_path):

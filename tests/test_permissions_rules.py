@@ -8,7 +8,8 @@ import pytest
 from gateway.permissions import MATRIX, Action, Forbidden, Role, allowed, matrix_markdown, may_assign_role, require
 
 PEOPLE = {Role.OWNER, Role.ADMIN, Role.SUPERVISOR, Role.AGENT}
-API_MAY = {"customer.list", "customer.read", "customer.set_attributes", "merchant.read", "group.list", "group.read"}
+API_MAY = {"customer.list", "customer.read", "customer.set_attributes", "merchant.read", "group.list", "group.read",
+           "kb.read", "kb.write"}  # a merchant's systems keep its knowledge base in sync
 
 
 def actions_of(role: Role) -> set[str]:
@@ -28,7 +29,7 @@ def test_admin_may_do_everything_but_rotate_the_secret():
     assert {a.value for a in Action} - actions_of(Role.ADMIN) == {"merchant.rotate_secret"}
 
 
-def test_api_keys_reach_only_customers_the_merchant_and_groups():
+def test_api_keys_reach_only_customers_the_merchant_groups_and_the_knowledge_base():
     assert actions_of(Role.API) == API_MAY
 
 

@@ -107,8 +107,9 @@ def test_no_answer_in_time_hands_over_so_no_customer_waits_on_a_dead_bot():
     assert not t.logs
 
 
-def test_outside_business_hours_the_handover_leaves_a_message():
+def test_outside_business_hours_the_bot_says_so_and_the_handover_leaves_a_message():
     s, _ = session(outside_hours=True, outside_message="非工作时间 closed")
+    assert [r["content"]["text"] for _, r in s.turn.logs] == ["您好 Hi", "非工作时间 closed"]
     ask = say(s, "转人工").asks[0][1]
     t = turn(s, "bot_reply", {"req": ask["req"], "mode": "answer", "action": "handoff", "reason": "asked_for_human",
                               "text": "正在转接"})

@@ -171,7 +171,7 @@ def test_the_pages_and_their_apis_answer_as_documented(pd):
     assert status == 200 and "javascript" in ctype and b"attachShadow" in body
     assert get("/web/../actors/host.py")[0] == 404 and get("/web/secret.key")[0] == 404
     status, _, body = get("/api/v1/widget/demo")
-    assert status == 200 and set(json.loads(body)) == {"merchant", "name", "theme", "welcome_message"}
+    assert status == 200 and set(json.loads(body)) == {"merchant", "name", "theme", "welcome_message", "bot"}
     assert get("/api/v1/widget/no-such-shop")[0] == 404
     assert get("/widget-demo?merchant=<script>")[0] == 422
     assert get("/api/v1/live")[0] == 401

@@ -10,8 +10,8 @@ import re
 from .text import normalise
 
 _HUMAN_ZH = re.compile(
-    r"转人工|转接人工|人工客服|人工服务|人工坐席|找人工|要人工|接人工|叫人工|来个人工|人工呢|人工$|^人工|"
-    r"真人|活人|有人吗|有没有人(?!用)|客服人员|在线客服|找客服|叫客服|联系客服|找你们(经理|主管|负责人|领导)|"
+    r"人工(?!智能)|真人|活人|有人吗|有没有人(?!用)|客服人员|在线客服|找客服|叫客服|联系客服|客服(小姐姐|小哥哥|妹子|呢|在哪|在不在)|"
+    r"小姐姐呢|有没有客服|自动回复|找你们(经理|主管|负责人|领导)|"
     r"(叫|找|让)(你们)?(经理|主管|负责人|领导)|把(你们)?的?(经理|主管|负责人|领导|老板)(叫|喊|找)|"
     r"不要机器人|别用机器人|不想(跟|和)机器人|别让机器人|你是机器人吗|机器人.{0,6}(不对|没用|听不懂)")
 _HUMAN_EN = re.compile(
@@ -53,16 +53,16 @@ _ESCALATE_ANGRY = re.compile(
     r"投诉|举报|12315|12345|消协|消费者协会|工商局|市场监管|律师|起诉|法院|报警|曝光|维权|差评|"
     r"烫伤|烧伤|烧坏|烧焦|着火|起火|冒烟|冒火|爆炸|炸了|触电|漏电|电到我|受伤|流血|进医院|"
     r"\b(complain(t|ts|ing)?|file a complaint|report(ing)? (you|this|your)|lawyers?|attorney|sue|suing|lawsuit|"
-    r"legal action|court|police|chargeback|charge ?back|dispute (the|this|a) (charge|payment|transaction)|"
+    r"legal action|court|police|chargeback|charge ?back|disput(e|ing) (the|this|a|my) (charge|payment|transaction)|"
     r"trading standards|consumer (council|protection)|bbb|burned (me|my|him|her)|burnt (me|my)|caught fire|on fire|fire hazard|"
     r"(started|was|is|it'?s) smoking|smoke (came|coming|pouring)|"
     r"explod(e|ed|ing)|electric shock|shocked me|injur(y|ed|ies)|hurt (me|my|him|her)|hospital|dangerous|unsafe)\b")
 _ESCALATE_PERSON = re.compile(
-    r"被盗|盗号|盗刷|被黑|异地登录|有人(用|登|登录|盗|冒用)(了)?我的?(号|账号|账户|帐号)|不是我(本人)?(下|买|操作|改)的?|"
+    r"重复扣款|扣了两次|扣两次|扣了两遍|多扣了?钱|被扣了两|被盗|盗号|盗刷|被黑|异地登录|有人(用|登|登录|盗|冒用)(了)?我的?(号|账号|账户|帐号)|不是我(本人)?(下|买|操作|改)的?|"
     r"冒充|诈骗|骗子电话|钓鱼|中奖|个人信息(被|泄)|泄露|别人的(订单|信息|包裹|快递)|"
     r"董事长|总裁|创始人|记者|媒体采访|采访|招聘|应聘|面试|求职|工作机会|实习|商务合作|广告(合作|投放)|投放广告|"
     r"代理商|做代理|加盟|分销|赞助|投资|安全漏洞|"
-    r"\b(hack(ed|er|ing)?|stolen|someone (else )?(logged|log) in(to)?|logged into my account|unauthori[sz]ed|"
+    r"\b(charged (me )?twice|double[- ]charged|double charge|duplicate (charge|payment)|hack(ed|er|ing)?|stolen|someone (else )?(logged|log) in(to)?|logged into my account|unauthori[sz]ed|"
     r"i didn'?t (do|order|make|place|buy) (that|this|it)|phishing|scam (call|text|sms|message|email)|impersonat\w*|"
     r"asking for my (bank|card|password|code|pin)|personal (data|information|details) of|someone else'?s|"
     r"data (leak|breach)|ceo|founder|journalist|reporter|press (inquiry|enquiry|office)|media (inquiry|enquiry)|"

@@ -28,7 +28,8 @@ _ANGRY = re.compile(
     r"\b(furious|angry|mad|pissed|ridiculous|scam|scammers?|fraud|wtf|worst|terrible|horrible|awful|"
     r"unacceptable|useless|pathetic|disgusting|incompetent|sue|lawyer|lawsuit|chargeback|bbb|"
     r"never (again|buying)|fed up|sick of|joke|rip ?off|liars?|lied|damn|shit|fuck\w*|crap|hell|"
-    r"desperate|nightmare|outrageous|insane)\b")
+    r"desperate|nightmare|outrageous|insane|idiots?|morons?|stupid|clowns?|disgrace(ful)?|shameful)\b|"
+    r"死人|有病|脑子|废物|智障|是不是傻|骗钱|坑钱|什么态度|态度(太)?差|被.{0,6}骂|骂人")
 _HAPPY = re.compile(
     r"谢谢|感谢|多谢|好评|五星|满意|喜欢|太棒|很棒|不错|给力|赞|贴心|开心|惊喜|好用|推荐|辛苦了|么么|爱了|"
     r"\b(thanks?|thank you|thx|great|awesome|amazing|excellent|love|perfect|wonderful|happy|appreciate\w*|"
