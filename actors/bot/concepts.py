@@ -16,13 +16,21 @@ _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
 def _pattern(forms: list[str]) -> re.Pattern:
+    """Chinese forms match anywhere; English ones as whole words, with an ending (s, es, ed, d,
+    ing) unless they are three letters or fewer ("cod" is not "codes"). A form "re:..." is a
+    regular expression, for the few that need a context ("re:(?<!分)批发": not 分批发货)."""
+    raw = [f[3:] for f in forms if f.startswith("re:")]
+    forms = [f for f in forms if not f.startswith("re:")]
     zh = [re.escape(f) for f in forms if _CJK.search(f)]
     en = [re.escape(f.lower()).replace(r"\ ", r"\s+").replace("'", "['’]?") for f in forms if not _CJK.search(f)]
-    parts = []
+    longer, short = [f for f in en if len(f) > 3], [f for f in en if len(f) <= 3]
+    parts = raw[:]
     if zh:
         parts.append("|".join(sorted(zh, key=len, reverse=True)))
-    if en:
-        parts.append(r"(?<![a-z0-9])(?:" + "|".join(sorted(en, key=len, reverse=True)) + r")(?:s|es|ed|d|ing)?(?![a-z0-9])")
+    if longer:
+        parts.append(r"(?<![a-z0-9])(?:" + "|".join(sorted(longer, key=len, reverse=True)) + r")(?:s|es|ed|d|ing)?(?![a-z0-9])")
+    if short:
+        parts.append(r"(?<![a-z0-9])(?:" + "|".join(sorted(short, key=len, reverse=True)) + r")(?![a-z0-9])")
     return re.compile("|".join(parts))
 
 
