@@ -82,6 +82,13 @@ def test_the_bot_welcomes_answers_a_faq_and_offers_nothing_to_agents(pd):
             await c.send_message(session, "text", {"text": "How long does it take to get my refund?"})
             again = await next_bot_message(c, session)
             assert again["content"]["text"] == answer["content"]["text"]
+            waits = []
+            for i in range(10):  # question to answer through gateway, host, bot worker and back
+                t0 = time.perf_counter()
+                await c.send_message(session, "text", {"text": f"退款多久到账 {i}"})
+                await next_bot_message(c, session)
+                waits.append((time.perf_counter() - t0) * 1000)
+            print(f"bot answer over the websocket, ms: median {sorted(waits)[5]:.1f}, max {max(waits):.1f}")
             return session
     session = trio.run(main)
     got = events(pd, session, {"bot.answered"})

@@ -31,7 +31,8 @@ CONTEXT_PENALTY = 0.08      # otherwise the context reading must be clearly bett
 @dataclass
 class Decision:
     action: str                  # answer | choices | reply | handoff
-    reason: str                  # match | close | keyword | greeting | thanks | asked_for_human | angry | no_match | repeated
+    reason: str                  # match | close | chosen | keyword | greeting | thanks | asked_for_human | angry |
+    #                              needs_person | no_match | repeated
     lang: str                    # zh | en: the customer's language, for what the bot says
     text: str = ""               # what the bot says (empty for a handoff with no message)
     entry_id: str = ""
@@ -95,7 +96,8 @@ class Bot:
             return Decision("handoff", "angry", lang, cfg.say("handoff_angry", lang), sentiment="angry",
                             sentiment_p=probs)
         if escalate == "person":
-            return Decision("handoff", "no_match", lang, cfg.say("handoff", lang), sentiment=mood, sentiment_p=probs)
+            return Decision("handoff", "needs_person", lang, cfg.say("handoff", lang), sentiment=mood,
+                            sentiment_p=probs)
         rule = cfg.keyword_reply(text)
         if rule is not None:
             return Decision("reply", "keyword", lang, rule, sentiment=mood, sentiment_p=probs)
