@@ -171,3 +171,11 @@ def test_close_candidates_are_offered_and_a_pick_is_answered(pd):
             answer = await next_bot_message(c, session)
             assert answer["content"]["text"] == next(e["answer"] for e in KB if e["id"] == pick["id"])
     trio.run(main)
+
+
+def test_a_merchant_tries_a_question_against_the_live_bot(pd):
+    got = pd.post("/api/v1/kb/try", {"text": "那信用卡呢", "context": ["退款多久到账"]}, pd.owner_token)
+    assert got["action"] in ("answer", "choices") and got["kb_entries"] == len(KB)
+    assert got["candidates"][0]["id"] == "refund-time"  # the follow-up read with its context
+    got = pd.post("/api/v1/kb/try", {"text": "转人工"}, pd.owner_token)
+    assert (got["action"], got["reason"]) == ("handoff", "asked_for_human")
