@@ -98,7 +98,8 @@ class SessionActor(BotTurns, Lifecycle, Actor):
     def _append(self, record: dict, cid, connection, internal: bool = False) -> int:
         """Number, log, acknowledge and broadcast one message (or internal note)."""
         seq = self.state["seq"] = self.state.get("seq", 0) + 1
-        event = self.emit("note.added" if internal else "message.sent", payload={**record, "seq": seq},
+        extra = {} if internal else self._response_time(record)
+        event = self.emit("note.added" if internal else "message.sent", payload={**record, "seq": seq, **extra},
                           **self._cols())
         frame = {"t": "msg", "session": self.ref.id, "seq": seq, "ts": event.ts, **record}
         if internal:
@@ -115,6 +116,21 @@ class SessionActor(BotTurns, Lifecycle, Actor):
             if sub != connection and not (internal and role == "customer"):
                 self.push(sub, frame)
         return seq
+
+    def _response_time(self, record: dict) -> dict:
+        """Response times for reports, measured where both messages pass: a customer message
+        waiting for people starts the clock (kept running over more customer messages); the
+        next agent message stops it and carries `response_ms` (and `first_response` for the
+        conversation's first)."""
+        s, kind = self.state, (record.get("from") or {}).get("kind")
+        if kind in ("customer", "visitor") and s["status"] in ("queued", "assigned", "offline"):
+            s.setdefault("awaiting", self.clock())
+        elif kind == "agent" and s.get("awaiting") is not None:
+            waited = int((self.clock() - s.pop("awaiting")) * 1000)
+            first = not s.get("answered")
+            s["answered"] = True
+            return {"response_ms": waited, **({"first_response": True} if first else {})}
+        return {}
 
     def on_note(self, body: dict, env) -> None:
         """An internal note: agents only, never shown to the customer."""

@@ -114,6 +114,7 @@ class BotTurns:
             self._touch()
             return
         s["status"] = "queued"
+        s.setdefault("awaiting", self.clock())  # the customer now waits for a person's answer
         self._event_frame("bot.handoff", reason=reason)
         self.send(self._customer(), "arrive", {"session": self.ref.id})
         self._touch()

@@ -219,8 +219,10 @@ class Lifecycle:
         s.update(status="closed", closed_at=self.clock(), enqueued=False, position=0, closed_from=previous)
         self.cancel_timer("idle")
         self.cancel_timer("bot")
-        self.emit("session.closed", payload={"by": by, "from_status": previous, "handle_s": round(handle_s, 3)},
-                  **self._cols())
+        waited = {"wait_ms": int((self.clock() - s.get("queued_at", self.clock())) * 1000)} if previous == "queued" else {}
+        s.pop("awaiting", None)
+        self.emit("session.closed", payload={"by": by, "from_status": previous, "handle_s": round(handle_s, 3),
+                                             **waited}, **self._cols())  # wait_ms: how long an abandoning customer waited
         self._event_frame("session.closed", by=by)
         if previous == "queued":
             self.send(self._queue(), "dequeue", {"session": self.ref.id})
