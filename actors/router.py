@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections import deque
 from typing import Awaitable, Callable
@@ -35,8 +36,9 @@ class Channel:
 
     def __init__(self, dest: str, transport: HostTransport, version: Callable[[], int],
                  on_version: Callable[[int], None], on_pushes: Callable[[list], object] | None = None,
-                 sender: str = ""):
+                 sender: str = "", on_batch_done: Callable[[str, float, int], object] | None = None):
         self.dest = dest
+        self.on_batch_done = on_batch_done
         self.transport = transport
         self.version = version
         self.on_version = on_version
@@ -73,6 +75,7 @@ class Channel:
         while self.queue:
             items = self._take()
             payload = encode_batch([e for envs, _ in items for e in envs], self.version(), self.sender)
+            started = time.monotonic()
             try:
                 version = await self._call_until_acknowledged(payload)
             except Exception as exc:  # not retryable: the batch is refused, tell every sender
@@ -81,6 +84,8 @@ class Channel:
                         fut.set_exception(exc)
                 continue
             self.sent_batches += 1
+            if self.on_batch_done is not None:
+                self._report(time.monotonic() - started, sum(len(envs) for envs, _ in items))
             if isinstance(version, (list, tuple)):  # [version, frames for our connections]
                 version, pushes = version
                 if self.on_pushes is not None:
@@ -89,6 +94,12 @@ class Channel:
             for _, fut in items:
                 if not fut.done():
                     fut.set_result(version)
+
+    def _report(self, seconds: float, envelopes: int) -> None:
+        try:
+            self.on_batch_done(self.dest, seconds, envelopes)
+        except Exception:  # an observer's bug must never stall the channel
+            log.exception("on_batch_done failed")
 
     async def _call_until_acknowledged(self, payload: bytes) -> int:
         delay = RETRY_FIRST
@@ -109,17 +120,21 @@ class Router:
 
     def __init__(self, name: str, transport: HostTransport, table: PlacementTable,
                  load_table: Callable[[], Awaitable[PlacementTable | None]] | None = None,
-                 on_pushes: Callable[[list], object] | None = None):
+                 on_pushes: Callable[[list], object] | None = None,
+                 on_batch_done: Callable[[str, float, int], object] | None = None):
         """`load_table` fetches the current table; it is called when a host answers with a
         newer table version than ours (after a scale-out or a drain). `on_pushes` takes the
         frames for this sender's connections that a host returns with its acknowledgement
-        (a gateway's: [(connection id, frame), ...])."""
+        (a gateway's: [(connection id, frame), ...]). `on_batch_done(host, seconds, envelopes)` is
+        told of every acknowledged batch: its round trip from the first attempt, re-sends
+        included (metrics)."""
         self.name = name
         self.origin = f"{name}@{uuid.uuid4().hex[:12]}"
         self.transport = transport
         self.table = table
         self.load_table = load_table
         self.on_pushes = on_pushes
+        self.on_batch_done = on_batch_done
         self.channels: dict[str, Channel] = {}
         self._n = 0
         self._switch = asyncio.Lock()
@@ -135,7 +150,8 @@ class Router:
         ch = self.channels.get(dest)
         if ch is None:
             ch = self.channels[dest] = Channel(dest, self.transport, lambda: self.table.version, self._saw_version,
-                                               self.on_pushes, self.name if self.on_pushes else "")
+                                               self.on_pushes, self.name if self.on_pushes else "",
+                                               self.on_batch_done)
         return ch
 
     def _saw_version(self, version: int) -> None:

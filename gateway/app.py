@@ -33,8 +33,9 @@ async def _run_check(check: Check, timeout: float) -> str:
         return f"error: {type(exc).__name__}: {first_line[:300]}"
 
 
-def create_app(checks: Mapping[str, Check], check_timeout: float = 3.0, services=None) -> Quart:
-    """`services` (gateway.context.Services) mounts the REST API; without it only health."""
+def create_app(checks: Mapping[str, Check], check_timeout: float = 3.0, services=None, metrics=None) -> Quart:
+    """`services` (gateway.context.Services) mounts the REST API; without it only health.
+    `metrics` (gateway.metrics.GatewayMetrics) mounts `GET /metrics` (unauthenticated, like /healthz)."""
     app = Quart("peakdesk.gateway")
     from storage.attachments import MAX_BYTES
 
@@ -65,6 +66,8 @@ def create_app(checks: Mapping[str, Check], check_timeout: float = 3.0, services
         return json_response({"status": "ok" if healthy else "degraded", "components": components},
                              200 if healthy else 503)
 
+    if metrics is not None:
+        metrics.install(app)
     errors.install(app)
     return app
 
@@ -93,8 +96,10 @@ def _mount_api(app: Quart, services) -> None:
         app.register_blueprint(web_api)
     if services.query is not None:
         from .events_api import events_api
+        from .reports_api import reports_api
 
         app.register_blueprint(events_api)
+        app.register_blueprint(reports_api)
     if services.attachments is not None:
         from .attachments_api import attachments_api
 

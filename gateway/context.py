@@ -29,6 +29,7 @@ class Services:
     read_log: Any = None          # async (merchant, session, after, upto) -> [(seq, frame)]
     attachments: Any = None       # storage.attachments.AttachmentStore
     query: Any = None             # async (sql, parameters) -> rows, through a ClickHouse writer
+    export: Any = None            # async (sql, parameters, format) -> bytes (Parquet, CSV), likewise
     ask_bot: Any = None           # async (merchant, text, context) -> the bot's decision, from a bot worker
     max_connections_per_ip: int = 200
     frames_per_s: int = 20

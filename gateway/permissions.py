@@ -58,6 +58,8 @@ class Action(str, enum.Enum):
     TEAM_CHAT = "team.chat"
     KB_READ = "kb.read"
     KB_WRITE = "kb.write"
+    REPORT_READ = "report.read"
+    EVENTS_EXPORT = "events.export"
 
 
 O, A, S, G, P = Role.OWNER, Role.ADMIN, Role.SUPERVISOR, Role.AGENT, Role.API
@@ -109,6 +111,8 @@ MATRIX: Mapping[Action, frozenset[Role]] = {
     Action.TEAM_CHAT: _PEOPLE,
     Action.KB_READ: _PEOPLE | {P},
     Action.KB_WRITE: _LEADS | {P},
+    Action.REPORT_READ: _LEADS | {P},
+    Action.EVENTS_EXPORT: _MANAGERS | {P},
 }
 
 # Which roles a role may give (when creating an agent or changing its role) — and so which

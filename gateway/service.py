@@ -26,6 +26,7 @@ from .app import create_app
 from .auth import TokenSigner
 from .connection import Hub
 from .context import Services
+from .metrics import GatewayMetrics
 from .protocol import CLOSE_GOING_AWAY
 from .server import GatewayServer
 
@@ -44,17 +45,25 @@ class GatewayService:
         self.presence = Presence(self.redis, self.settings.prefix)
         checks = {"ray": self._check_hosts, "redis": self._check_redis, "clickhouse": self._check_clickhouse}
         self.hub = Hub()
+        # /metrics reads Redis on its own client with short timeouts: a scrape never waits long
+        self.metrics = GatewayMetrics(
+            aioredis.from_url(self.settings.redis_url, socket_connect_timeout=1, socket_timeout=1),
+            self.settings.prefix, shards=range(self.settings.outbox_shards),
+            writers=[f"writer-{i}" for i in range(self.settings.writers)], hub=self.hub)
         self.router = Router(name, RayTransport(self.settings.namespace), PlacementTable(0, ()),
-                             load_table=self._load_table, on_pushes=self.hub.deliver)
+                             load_table=self._load_table, on_pushes=self.hub.deliver,
+                             on_batch_done=self.metrics.batch_done)
+        self.metrics.router = self.router
         self.log_store = ActorStore(self.redis, self.settings.prefix)
         services = Services(RecordStore(self.redis, self.settings.prefix),
                             TokenSigner(load_secret(self.settings.secret_file)),
                             router=self.router, hub=self.hub, name=name, read_log=self._read_log,
-                            attachments=open_attachment_store(self.settings), query=self._query,
+                            attachments=open_attachment_store(self.settings), query=self._query, export=self._export,
                             ask_bot=self._ask_bot if self.settings.bot_workers else None,
                             max_connections_per_ip=self.settings.max_connections_per_ip,
                             frames_per_s=self.settings.frames_per_s)
-        self.server = GatewayServer(create_app(checks, services=services), self.settings.host, self.settings.port)
+        self.server = GatewayServer(create_app(checks, services=services, metrics=self.metrics),
+                                    self.settings.host, self.settings.port)
         self._handles: dict[str, object] = {}
         self.ready = asyncio.get_running_loop().create_task(self._start())
 
@@ -144,6 +153,10 @@ class GatewayService:
         """A read through a writer (in embedded mode only the writer may open chDB)."""
         self._next_writer = (getattr(self, "_next_writer", -1) + 1) % self.settings.writers
         return await self._handle(f"writer-{self._next_writer}").query.remote(sql, parameters)
+
+    async def _export(self, sql: str, parameters: dict | None, fmt: str) -> bytes:
+        self._next_writer = (getattr(self, "_next_writer", -1) + 1) % self.settings.writers
+        return await self._handle(f"writer-{self._next_writer}").export.remote(sql, parameters, fmt)
 
     async def _check_clickhouse(self) -> None:
         await _remote_calls([self._handle(f"writer-{i}") for i in range(self.settings.writers)], "ping")

@@ -160,6 +160,13 @@ class ClickHouseSink:
         except OperationalError as exc:
             raise SinkUnavailable(f"query failed: {exc}") from exc
 
+    def export(self, sql: str, parameters: dict[str, Any] | None, fmt: str) -> bytes:
+        """A read query's result as bytes in a ClickHouse output format (Parquet, CSVWithNames...)."""
+        try:
+            return self.client.raw_query(sql, parameters=parameters, fmt=fmt)
+        except OperationalError as exc:
+            raise SinkUnavailable(f"export failed: {exc}") from exc
+
     def close(self) -> None:
         self.client.close()
 

@@ -12,7 +12,8 @@ buckets are labelled in the merchant's time zone: "2026-11-11 00:00" (hour, day)
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -34,10 +35,11 @@ class Params:
     end: dt.datetime        # aware, exclusive
     tz: str = "UTC"
     by: str = "day"
+    options: dict = field(default_factory=dict, compare=False)   # a report's own knobs (staffing)
 
     @classmethod
     def parse(cls, merchant: str, start: str | None, end: str | None, tz: str | None, by: str | None,
-              now: dt.datetime | None = None) -> "Params":
+              now: dt.datetime | None = None, options: dict | None = None) -> "Params":
         """`start`/`end`: ISO dates ("2026-11-11": the day's start in `tz`) or date-times
         (without an offset: in `tz`); default the last 7 days. `end` is exclusive."""
         tz = tz or "UTC"
@@ -55,7 +57,7 @@ class Params:
             raise ReportError(f"from: must be before to ({start_at.isoformat()} >= {end_at.isoformat()})")
         if end_at - start_at > dt.timedelta(days=MAX_RANGE_DAYS):
             raise ReportError(f"to: at most {MAX_RANGE_DAYS} days from `from`")
-        return cls(merchant, start_at, end_at, tz, by)
+        return cls(merchant, start_at, end_at, tz, by, _staffing_options(options or {}))
 
     def sql_parameters(self) -> dict[str, Any]:
         return {"m": self.merchant, "tz": self.tz, "lo": int(self.start.timestamp() * 1000),
@@ -285,10 +287,68 @@ async def channels(query: Query, p: Params) -> tuple[list[str], list[list]]:
                   ["bucket", "channel", "messages", "from_customers", "from_agents", "from_bot"])
 
 
+STAFFING_OPTIONS = {  # name: (default, low, high, what it is)
+    "answer_within_s": (30.0, 1, 3600, "target answer time, seconds"),
+    "target": (0.8, 0.01, 0.99, "share of customers answered within it"),
+    "growth": (1.0, 0.01, 100, "expected arrivals / the history's (a promotion: 3 = three times)"),
+    "concurrency": (3.0, 1, 20, "conversations an agent handles at once"),
+    "max_occupancy": (0.85, 0.1, 1, "the busiest agents may be"),
+    "shrinkage": (0.0, 0, 0.9, "share of paid time not on chats (breaks, meetings)"),
+}
+
+
+def _staffing_options(given: dict) -> dict:
+    out = {}
+    for name, (default, low, high, _) in STAFFING_OPTIONS.items():
+        raw = given.get(name)
+        try:
+            value = default if raw is None else float(raw)
+        except (TypeError, ValueError):
+            raise ReportError(f"{name}: must be a number, got {raw!r}") from None
+        if not (low <= value <= high) or math.isnan(value):
+            raise ReportError(f"{name}: must be from {low} to {high}, got {raw!r}")
+        out[name] = value
+    return out
+
+
+async def staffing(query: Query, p: Params) -> tuple[list[str], list[list]]:
+    """Agents needed per half hour of the day for the next peak (Erlang C): new conversations
+    per half hour in the range (mean per day, in the merchant's time zone) times `growth` for
+    the promotion, less the bot's measured deflection (the share of conversations it closed
+    without people), at the measured mean handle time. Options: answer_within_s, target,
+    growth, concurrency, max_occupancy, shrinkage."""
+    from storage.forecast import plan
+
+    params = p.sql_parameters()
+    (days, handle_ms, created, resolved), = await query(f"""
+        SELECT greatest(dateDiff('day', fromUnixTimestamp64Milli({{lo:Int64}}, 'UTC'),
+                                 fromUnixTimestamp64Milli({{hi:Int64}}, 'UTC')), 1),
+               avgIf(handle_ms, type = 'session.closed' AND from_status = 'assigned'),
+               countIf(type = 'session.created'),
+               countIf(type = 'session.closed' AND from_status = 'bot')
+        FROM events WHERE {RANGE} AND type IN ('session.created', 'session.closed')""", params)
+    slots = dict(await query(f"""
+        SELECT formatDateTime(toStartOfInterval(ts, INTERVAL 30 MINUTE, {{tz:String}}), '%H:%i', {{tz:String}}) AS slot,
+               count() FROM events WHERE {RANGE} AND type = 'session.created' GROUP BY slot""", params))
+    handle_s = (handle_ms or 0) / 1000 if handle_ms == handle_ms and handle_ms else 300.0
+    deflection = min(resolved / created, 0.95) if created else 0.0
+    labels = [f"{h:02d}:{m:02d}" for h in range(24) for m in (0, 30)]
+    history = [(label, int(slots.get(label, 0)) / days) for label in labels]
+    o = p.options or _staffing_options({})
+    result = plan(history, 1800, handle_s=handle_s, answer_within_s=o["answer_within_s"], target=o["target"],
+                  bot_deflection=deflection, growth=o["growth"], concurrency=o["concurrency"],
+                  max_occupancy=o["max_occupancy"], shrinkage=o["shrinkage"])
+    rows = [[s.start, round(s.arrivals, 2), s.agents, round(s.service_level, 4),
+             None if math.isinf(s.asa_s) else round(s.asa_s, 1), round(s.occupancy, 3), round(handle_s, 1),
+             round(deflection, 4)] for s in result]
+    return ["slot", "arrivals", "agents", "service_level", "asa_s", "occupancy", "handle_s", "bot_deflection"], rows
+
+
 REPORTS: dict[str, Callable[[Query, Params], Awaitable[tuple[list[str], list[list]]]]] = {
     "volume": volume, "response_times": response_times, "handle_time": handle_time, "waiting": waiting,
     "abandonment_by_wait": abandonment_by_wait, "agents": agents, "groups": groups, "issue_types": issue_types,
     "bot": bot, "bot_handoffs": bot_handoffs, "csat": csat, "csat_comments": csat_comments, "channels": channels,
+    "staffing": staffing,
 }
 
 

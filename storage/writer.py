@@ -219,6 +219,9 @@ class OutboxWriter:
         the only one holding chDB, so reports come here."""
         return await self._in_worker(lambda: self._open_sink().query(sql, parameters))
 
+    async def export(self, sql: str, parameters: dict[str, Any] | None, fmt: str) -> bytes:
+        return await self._in_worker(lambda: self._open_sink().export(sql, parameters, fmt))
+
     async def ping(self) -> None:
         await self._in_worker(lambda: self._open_sink().ping())
 

@@ -34,6 +34,9 @@ class WriterService:
     async def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple]:
         return await self.writer.query(sql, parameters)
 
+    async def export(self, sql: str, parameters: dict[str, Any] | None, fmt: str) -> bytes:
+        return await self.writer.export(sql, parameters, fmt)
+
     async def statistics(self) -> dict:
         return self.writer.stats()
 

@@ -54,6 +54,8 @@ conversation.take_over     O A S
 team.chat                  O A S G
 kb.read                    O A S G P
 kb.write                   O A S P
+report.read                O A S P
+events.export              O A P
 """
 LETTER = dict(zip("OASGP", ROLES))
 TABLE = {line.split()[0]: {LETTER[c] for c in line.split()[1:]} for line in EXPECTED.strip().splitlines()}

@@ -165,6 +165,21 @@ def test_csat_distribution_and_comments(query):
         ("2026-11-11 11:02", "a2", 2, "slow"), ("2026-11-11 00:41", "a1", 5, "很好 great")]
 
 
+def test_staffing_plans_agents_per_half_hour_from_history_with_the_bots_deflection(query):
+    from storage.forecast import agents_needed
+
+    out = asyncio.run(run(query, "staffing", Params.parse("m1", "2026-11-10", "2026-11-12", "Asia/Shanghai", "day",
+                                                          options={"growth": "10", "answer_within_s": "30"})))
+    rows = {r[0]: dict(zip(out["columns"], r)) for r in out["rows"]}
+    assert len(rows) == 48 and rows["00:00"]["agents"] == 0
+    # 4 conversations in 2 days, one at 00:30, 23:30, 10:00 and 11:00 local; the bot closed 1 of 4
+    slot = rows["00:30"]
+    assert slot["bot_deflection"] == 0.25 and slot["handle_s"] == 340.0
+    assert slot["arrivals"] == pytest.approx(0.5 * 10 * 0.75, abs=0.01)
+    assert slot["agents"] == agents_needed(3.75 / 1800, 340.0, 30, concurrency=3.0) >= 1
+    assert {s for s, r in rows.items() if r["agents"]} == {"00:30", "23:30", "10:00", "11:00"}
+
+
 def test_another_merchant_sees_only_its_own(query):
     (row,) = as_dicts(report(query, "volume", merchant="m2"))
     assert row["conversations"] == 1
@@ -175,11 +190,12 @@ def test_another_merchant_sees_only_its_own(query):
 @pytest.mark.parametrize("kwargs, named", [
     ({"tz": "Mars/Olympus"}, "tz"), ({"by": "minute"}, "by"), ({"start": "yesterday"}, "from"),
     ({"start": "2026-11-12", "end": "2026-11-10"}, "from"), ({"start": "2024-01-01", "end": "2026-01-01"}, "to"),
+    ({"options": {"growth": "lots"}}, "growth"), ({"options": {"target": "1.5"}}, "target"),
 ])
 def test_bad_parameters_name_what_is_wrong(kwargs, named):
-    args = {"start": "2026-11-10", "end": "2026-11-12", "tz": "UTC", "by": "day", **kwargs}
+    args = {"start": "2026-11-10", "end": "2026-11-12", "tz": "UTC", "by": "day", "options": {}, **kwargs}
     with pytest.raises(ReportError, match=f"^{named}:"):
-        Params.parse("m1", args["start"], args["end"], args["tz"], args["by"])
+        Params.parse("m1", args["start"], args["end"], args["tz"], args["by"], options=args["options"])
 
 
 def test_an_unknown_report_is_named(query):
