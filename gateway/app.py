@@ -90,10 +90,20 @@ def _mount_api(app: Quart, services) -> None:
     app.register_blueprint(api)
     app.register_blueprint(kb_api)
     if services.router is not None:
+        from .monitor import Monitor
         from .web_api import web_api
 
         app.register_blueprint(ws_api)
         app.register_blueprint(web_api)
+        monitor = app.config["PEAKDESK_MONITOR"] = Monitor(services)
+
+        @app.before_serving
+        async def start_monitor() -> None:
+            monitor.start()
+
+        @app.after_serving
+        async def stop_monitor() -> None:
+            await monitor.stop()
     if services.query is not None:
         from .events_api import events_api
         from .reports_api import reports_api

@@ -168,6 +168,11 @@ class Client:
         frame = {"t": "chat", "cid": cid, "text": text, **({"to_agent": to_agent} if to_agent else {"group": group})}
         return (await self._request(frame, ("ack", cid), timeout))["seq"]
 
+    async def monitor(self, on: bool = True) -> dict:
+        """Supervisors: `live` frames every 2 s and `alert` frames from now on (or no more)."""
+        await self.send({"t": "monitor", "on": on})
+        return await self.until("monitoring")
+
     async def until(self, t: str, timeout: float = 10, **match) -> dict:
         """The next frame of type `t` whose fields match; frames passed over are kept in `passed`."""
         with trio.fail_after(timeout):

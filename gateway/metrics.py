@@ -24,7 +24,7 @@ import time
 from typing import Any, Iterable, Iterator
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
@@ -73,6 +73,7 @@ class GatewayMetrics:
         self.redis, self.prefix = redis, prefix
         self.shards, self.writers = list(shards), list(writers)
         self.hub, self.router, self.redis_timeout = hub, router, redis_timeout
+        disable_created_metrics()  # no `*_created` series beside every counter (process-wide; only we export)
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.frames_in = Counter("peakdesk_gateway_frames_received", "Websocket frames received from clients",

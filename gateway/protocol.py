@@ -231,11 +231,17 @@ class Chat(Strict):
         return self
 
 
+class Monitor(Strict):
+    """Supervisors: the live picture (`live` frames every 2 s) and alerts, on or off."""
+    t: Literal["monitor"]
+    on: bool = True
+
+
 ClientFrame = Annotated[Union[Hello, Open, Subscribe, Msg, Typing, Read, Ping, Status, Close, Csat, Transfer,
-                              NoteFrame, Pick, Takeover, Chat], Field(discriminator="t")]
+                              NoteFrame, Pick, Takeover, Chat, Monitor], Field(discriminator="t")]
 _FRAMES = TypeAdapter(ClientFrame)
 TYPES = ("hello", "open", "subscribe", "msg", "typing", "read", "ping", "status", "close", "csat", "transfer",
-         "note", "pick", "takeover", "chat")
+         "note", "pick", "takeover", "chat", "monitor")
 
 
 def parse(frame: dict) -> BaseModel:

@@ -109,6 +109,23 @@ class BotTry(Strict):
     context: Annotated[list[Text], Field(max_length=5)] = []
 
 
+class AlertRule(Strict):
+    """预警: raise an alert while `metric` `op` `value` holds (gateway/monitor.py)."""
+    name: Label
+    metric: Literal["waiting", "longest_wait_s", "vip_waiting", "angry_waiting", "agents_online",
+                    "response_p50_5m_s", "response_p90_5m_s", "response_p50_15m_s", "response_p90_15m_s",
+                    "incoming_per_min", "abandoned_15m", "csat_1h"]
+    op: Literal[">", ">=", "<", "<="] = ">"
+    value: Annotated[float, Field(ge=0, le=1e9)]
+    group: Optional[Id] = None   # per group: waiting, longest_wait_s, vip_waiting only
+
+    @model_validator(mode="after")
+    def _group_metric(self) -> "AlertRule":
+        if self.group and self.metric not in ("waiting", "longest_wait_s", "vip_waiting"):
+            raise ValueError(f"metric {self.metric} is merchant-wide; per group: waiting, longest_wait_s, vip_waiting")
+        return self
+
+
 class MerchantSettings(Strict):
     welcome_message: Optional[Text] = None
     business_hours: Optional[BusinessHours] = None
@@ -117,6 +134,14 @@ class MerchantSettings(Strict):
     idle_close_minutes: Optional[Annotated[int, Field(ge=1, le=1440)]] = None
     offline_message: Optional[Text] = None
     bot: Optional[BotConfig] = None   # the bot (actors/bot/config.py): on while the knowledge base has entries
+    alerts: Optional[Annotated[list[AlertRule], Field(max_length=50)]] = None
+
+    @model_validator(mode="after")
+    def _unique_alert_names(self) -> "MerchantSettings":
+        names = [a.name for a in self.alerts or []]
+        if len(names) != len(set(names)):
+            raise ValueError("alerts: rule names must be unique")
+        return self
 
 
 class MerchantUpdate(Strict):

@@ -12,12 +12,12 @@ from quart import Blueprint, Response, request, send_file
 
 from storage.actor_store import read_states
 from storage.knowledge import KnowledgeStore
-from storage.presence import Presence
 from storage.records import NotFound
 
 from .auth import Principal
 from .context import authorized, services
 from .errors import ApiError
+from .live import recent, snapshot
 from .permissions import Action, is_lead
 from .ws_actions import bot_welcome
 
@@ -90,30 +90,12 @@ async def widget_settings(merchant: str):
 @web_api.get("/api/v1/live")
 @authorized(Action.CONVERSATION_VIEW_ALL)
 async def live(who: Principal):
-    """Agents with status and load (presence) and each group's queue (length, longest wait,
-    customers flagged to supervisors — angry ones the bot handed over)."""
-    records = services().records
-    presence = Presence(records.r, records.p)
-    online = {a["agent_id"]: a for a in await presence.agents(who.merchant)}
-    agents = [{"agent_id": a["agent_id"], "name": a["name"], "groups": a.get("groups", []),
-               **{k: online.get(a["agent_id"], {}).get(k) for k in ("status", "capacity", "load")}}
-              for a in await records.list_agents(who.merchant)]
-    held = await read_states(records.r, records.p, "agent", who.merchant, [a["agent_id"] for a in agents])
-    for a, state in zip(agents, held):
-        a["status"] = a["status"] or "offline"
-        a["sessions"] = (state or {}).get("sessions", [])  # what each one holds now
-    groups = await records.list_groups(who.merchant)
-    states = await read_states(records.r, records.p, "queue", who.merchant, [g["group_id"] for g in groups])
-    now, queues = time.time(), []
-    for g, state in zip(groups, states):
-        waiting = (state or {}).get("waiting", [])
-        flagged = [{"session_id": w["session"], "customer_id": w["customer"], "flag": w["flag"],
-                    "priority": w["priority"], "waiting_s": round(now - w["since"], 1)}
-                   for w in waiting if w.get("flag")]  # e.g. the bot handed over an angry customer
-        queues.append({"group_id": g["group_id"], "name": g["name"], "waiting": len(waiting),
-                       "longest_wait_s": round(max((now - w["since"] for w in waiting), default=0.0), 1),
-                       "flagged": flagged})
-    return {"agents": agents, "queues": queues}
+    """Agents with status and load, each group's queue (length, longest wait, VIP and flagged
+    customers), totals, and the last minutes from ClickHouse (gateway/live.py). The same
+    picture is pushed every 2 s to supervisors who send `{"t": "monitor", "on": true}`."""
+    svc = services()
+    numbers = (await recent(svc.query, [who.merchant]))[who.merchant]
+    return await snapshot(svc.records, who.merchant, numbers)
 
 
 @web_api.get("/api/v1/customers/<customer_id>/conversations")

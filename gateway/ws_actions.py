@@ -20,7 +20,7 @@ from storage.records import NotFound
 from .connection import Connection
 from .context import Services
 from .permissions import Action, allowed, is_lead
-from .protocol import Chat, Close, Csat, FrameError, NoteFrame, Open, Pick, Status, Takeover, Transfer
+from .protocol import Chat, Close, Csat, FrameError, Monitor, NoteFrame, Open, Pick, Status, Takeover, Transfer
 
 log = logging.getLogger(__name__)
 
@@ -208,5 +208,14 @@ async def chat_room(svc: Services, p, to_agent: str | None, group: str | None, r
     return f"grp.{group}", sorted(members | {p.id})
 
 
-ACTIONS = {Status: set_status, Close: close, Csat: csat, Transfer: transfer, NoteFrame: note, Pick: pick,
+async def monitor(svc: Services, conn: Connection, frame: Monitor) -> None:
+    """The live picture every 2 s and alerts (gateway/monitor.py): supervisors and up."""
+    p = conn.principal
+    if p.kind != "agent" or not allowed(p.role, Action.CONVERSATION_VIEW_ALL):
+        raise FrameError("forbidden", "only supervisors, admins and owners watch the live picture", None)
+    conn.monitoring = frame.on
+    conn.offer({"t": "monitoring", "on": frame.on, "every_s": 2})
+
+
+ACTIONS = {Monitor: monitor, Status: set_status, Close: close, Csat: csat, Transfer: transfer, NoteFrame: note, Pick: pick,
            Takeover: takeover, Chat: chat}

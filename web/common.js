@@ -12,7 +12,9 @@ const PD = (() => {
          longest: "最长等待", load: "负载", status: "状态", group: "分组", lang: "English", placeholder: "输入消息，/ 打开常用语",
          closed: "会话已结束", transferred: "已转接", internal: "备注（客户不可见）", visitor: "访客", refresh: "刷新",
          queued: "排队中", all: "全部会话", attach: "附件", takeover: "接管", history: "历史会话", messages: "条消息", team: "同事聊天",
-         suggestions: "推荐答案", use: "发送", edit: "编辑", flagged: "需关注", angry: "情绪激动", bot: "智能助手"},
+         suggestions: "推荐答案", use: "发送", edit: "编辑", flagged: "需关注", angry: "情绪激动", bot: "智能助手",
+         now: "实时数据", online: "在线客服", response_5m: "响应时间（5分钟）", response_15m: "响应时间（15分钟）",
+         incoming: "进线量", csat_1h: "近1小时满意度", threshold: "阈值", reconnecting: "重新连接中"},
     en: {login: "Log in", merchant: "Merchant", username: "Username", password: "Password", mine: "My conversations",
          none: "No conversations", online: "Online", busy: "Busy", away: "Away", offline: "Offline", send: "Send",
          note: "Internal note", close: "Close", transfer: "Transfer", to_agent: "To agent", to_group: "To group",
@@ -22,7 +24,9 @@ const PD = (() => {
          closed: "Conversation closed", transferred: "Transferred", internal: "Note (customer can't see)",
          visitor: "Visitor", refresh: "Refresh", queued: "Queued", all: "All conversations", attach: "Attachment",
          takeover: "Take over", history: "Past conversations", messages: "messages", team: "Team chat",
-         suggestions: "Suggested answers", use: "Send", edit: "Edit", flagged: "Needs attention", angry: "angry", bot: "Assistant"},
+         suggestions: "Suggested answers", use: "Send", edit: "Edit", flagged: "Needs attention", angry: "angry", bot: "Assistant",
+         now: "Right now", online: "Agents online", response_5m: "Response (5 min)", response_15m: "Response (15 min)",
+         incoming: "Incoming", csat_1h: "CSAT, last hour", threshold: "threshold", reconnecting: "reconnecting"},
   };
   const t = (key) => (T[LANG] && T[LANG][key]) || key;
 

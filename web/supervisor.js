@@ -1,8 +1,9 @@
 // Supervisor live view: every agent's status and load, every group's queue length and longest
-// wait, refreshed every 2 seconds from /api/v1/live (supervisors, admins, owners).
+// wait, flagged customers, response times and alerts — pushed over the websocket every 2 seconds
+// (`{"t": "monitor", "on": true}` → `live` and `alert` frames; supervisors, admins, owners).
 "use strict";
 (() => {
-  const {t, el, api, toggleLang} = PD;
+  const {t, el, api, toggleLang, Connection} = PD;
   const app = document.getElementById("app");
   let token = sessionStorage.getItem("pd:token");
 
@@ -23,18 +24,34 @@
     app.replaceChildren(
       el("header", {}, el("h1", {text: "peakdesk · live"}), el("span", {id: "updated"}), el("button", {onclick: toggleLang, text: t("lang")})),
       el("main", {style: "padding:16px;display:grid;gap:16px"},
+        el("section", {id: "alerts", class: "alerts"}),
+        el("section", {}, el("h2", {text: t("now")}), el("table", {id: "numbers"})),
         el("section", {}, el("h2", {text: t("agents")}), el("table", {id: "agents"})),
         el("section", {}, el("h2", {text: t("queues")}), el("table", {id: "queues"})),
         el("section", {}, el("h2", {text: t("flagged")}), el("table", {id: "flagged"}))));
-    refresh();
-    setInterval(refresh, 2000);
+    const conn = new Connection(token, onFrame, (state) => {
+      if (state === "open") conn.send({t: "monitor", on: true});  // again after every reconnect
+      else document.getElementById("updated").textContent = "⚠ " + t("reconnecting");
+    });
   }
 
-  async function refresh() {
-    let live;
-    try { live = await api("/api/v1/live", {token}); }
-    catch (err) { document.getElementById("updated").textContent = "⚠ " + err.message; return; }
-    document.getElementById("updated").textContent = new Date().toLocaleTimeString();
+  function onFrame(f) {
+    if (f.t === "live") render(f);
+    else if (f.t === "error" && f.code === "forbidden") document.getElementById("updated").textContent = "⚠ " + f.message;
+  }
+
+  function render(live) {
+    document.getElementById("updated").textContent = new Date(live.at).toLocaleTimeString();
+    document.getElementById("alerts").replaceChildren(...(live.alerts || []).map((a) =>
+      el("div", {class: "alert", role: "alert", "data-rule": a.rule}, `⚠ ${a.rule}: ${a.metric} = ${a.value} (${t("threshold")} ${a.threshold})`)));
+    const r = live.recent || {}, n = live.totals || {};
+    const show = (v, unit = "") => (v === null || v === undefined ? "—" : `${v}${unit}`);
+    document.getElementById("numbers").replaceChildren(
+      ...[["waiting", show(n.waiting)], ["longest", show(n.longest_wait_s, "s")], ["online", show(n.agents_online)],
+          ["response_5m", `${show(r.response_p50_5m_s, "s")} / p90 ${show(r.response_p90_5m_s, "s")}`],
+          ["response_15m", `${show(r.response_p50_15m_s, "s")} / p90 ${show(r.response_p90_15m_s, "s")}`],
+          ["incoming", show(r.incoming_per_min, "/min")], ["csat_1h", show(r.csat_1h)]]
+        .map(([k, v]) => el("tr", {"data-metric": k}, el("th", {text: t(k)}), el("td", {text: v}))));
     document.getElementById("agents").replaceChildren(
       el("tr", {}, ...["agents", "status", "load", "group"].map((k) => el("th", {text: t(k)}))),
       ...live.agents.map((a) => el("tr", {"data-agent": a.agent_id},
