@@ -384,6 +384,84 @@ def bot_sentiment(input_path, mistakes) -> None:
     click.echo(orjson.dumps(result).decode())
 
 
+@main.command()
+@click.argument("name", required=False)
+@click.option("--from", "start", default=None, help="ISO date or date-time, in --tz [7 days ago].")
+@click.option("--to", "end", default=None, help="ISO date or date-time, exclusive [now].")
+@click.option("--tz", default=None, help="IANA time zone of the buckets and dates [UTC], e.g. Asia/Shanghai.")
+@click.option("--by", type=click.Choice(["hour", "day", "week"]), default=None, help="Time buckets [day].")
+@click.option("--set", "options", multiple=True, metavar="KEY=VALUE",
+              help="A report's own option, e.g. --set growth=3 for staffing (repeatable).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--url", default=None, help="The gateway [from the data dir's run.json, else http://127.0.0.1:8080].")
+@click.option("--api-key", envvar="PEAKDESK_API_KEY", default=None, help="An API key of the merchant [$PEAKDESK_API_KEY].")
+@click.option("--merchant", default=None, help="With --username: log in as a supervisor or up of this merchant.")
+@click.option("--username", default=None)
+@click.option("--password", envvar="PEAKDESK_PASSWORD", default=None, help="[$PEAKDESK_PASSWORD]")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where `peakdesk up` wrote run.json and demo-login.txt (the default login).")
+def report(name, start, end, tz, by, options, fmt, url, api_key, merchant, username, password, data_dir) -> None:
+    """Print a report (no NAME: list them): volume, response_times, agents, bot, staffing...
+
+    \b
+    peakdesk report volume --from 2026-11-11 --to 2026-11-12 --tz Asia/Shanghai --by hour
+    peakdesk report staffing --from 2026-10-01 --set growth=4 --set answer_within_s=20
+    """
+    import csv
+    import io
+
+    from gateway import report_client as rc
+
+    data_dir = data_dir or default_data_dir()
+    base = (url or _gateway_url(data_dir)).rstrip("/")
+    extra = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"must be KEY=VALUE, got {option!r}", param_hint="--set")
+        extra[key] = value
+    try:
+        if api_key:
+            token, is_key = api_key, True
+        else:
+            if username:
+                if not (merchant and password):
+                    raise click.UsageError("give --merchant and --password (or $PEAKDESK_PASSWORD) with --username")
+                creds = (merchant, username, password)
+            else:
+                from bench.rest import Login, SetupError
+
+                try:
+                    demo = Login.from_data_dir(data_dir)
+                except SetupError as exc:
+                    raise click.UsageError(f"{exc}; or give --api-key") from None
+                creds = (demo.merchant, demo.username, demo.password)
+            token, is_key = rc.login(base, *creds), False
+        if not name:
+            click.echo(rc.table(["report", "what"], [[r["name"], r["description"]] for r in rc.names(base, token, is_key)]))
+            return
+        out = rc.fetch(base, token, name, {"from": start, "to": end, "tz": tz, "by": by, **extra}, is_key)
+    except rc.ReportClientError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    if fmt == "json":
+        click.echo(orjson.dumps(out).decode())
+    elif fmt == "csv":
+        text = io.StringIO()
+        csv.writer(text).writerows([out["columns"], *out["rows"]])
+        click.echo(text.getvalue(), nl=False)
+    else:
+        click.echo(f"{name} · {out['merchant']} · {out['from']} → {out['to']} ({out['tz']}, by {out['by']})")
+        click.echo(rc.table(out["columns"], out["rows"]) if out["rows"] else "(no data in this range)")
+
+
+def _gateway_url(data_dir: Path) -> str:
+    try:
+        return orjson.loads((data_dir / RUN_FILE).read_bytes())["gateway_url"]
+    except (OSError, ValueError, KeyError):
+        return "http://127.0.0.1:8080"
+
+
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
     main()

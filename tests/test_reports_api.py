@@ -3,12 +3,16 @@ on Ray, Redis, chDB): a real conversation shows up in the reports, as JSON and C
 come out as Parquet a BI tool reads; roles and bad parameters are refused by name."""
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import io
 import json
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 import trio
@@ -115,3 +119,28 @@ def test_reports_are_for_supervisors_and_bad_parameters_are_named(pd, conversati
     assert status == 404
     status, _, body = get(pd, "/api/v1/events/export?from=2026-01-01&to=2026-03-01", pd.owner_token)
     assert status == 422 and "31 days" in json.loads(body)["message"]
+
+
+def peakdesk_report(pd: Peakdesk, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cli", "report", "--url", f"http://127.0.0.1:{pd.port}", *args],
+                          cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=120)
+
+
+def test_peakdesk_report_prints_tables_csv_and_names_errors(pd, conversation, tmp_path):
+    _, agent_id, _ = conversation
+    key = pd.post("/api/v1/api-keys", {"name": "ops terminal"}, pd.owner_token)["api_key"]
+    rng = dict(p.split("=") for p in today_range().split("&"))
+    done = peakdesk_report(pd, "agents", "--api-key", key, "--from", rng["from"], "--to", rng["to"], "--tz", rng["tz"])
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("agents · demo") and lines[1].split()[:3] == ["agent_id", "conversations", "messages"]
+    assert any(line.split()[0] == agent_id for line in lines[3:])
+    done = peakdesk_report(pd, "csat", "--api-key", key, "--from", rng["from"], "--to", rng["to"], "--format", "csv")
+    assert done.returncode == 0 and list(csv.reader(io.StringIO(done.stdout)))[0] == ["score", "count", "share"]
+    (tmp_path / "demo-login.txt").write_text((pd.settings.data_dir / "demo-login.txt").read_text())
+    done = peakdesk_report(pd, "--data-dir", str(tmp_path))  # the demo owner's login; no name: the list
+    assert done.returncode == 0 and "staffing" in done.stdout
+    done = peakdesk_report(pd, "volume", "--api-key", key, "--tz", "Mars/Base")
+    assert done.returncode == 1 and "422: tz: unknown time zone" in done.stderr
+    done = peakdesk_report(pd, "volume", "--api-key", "pdk_not_a_key")
+    assert done.returncode == 1 and "401" in done.stderr
