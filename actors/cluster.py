@@ -63,8 +63,11 @@ class Cluster:
         init_ray(self.settings)
         s, cfg = self.settings, self.settings.to_dict()
         t0 = time.monotonic()
+        # On a multi-node cluster the writers (embedded chDB is a local directory) and the gateway
+        # (the address clients were given) stay on the node that starts peakdesk.
+        here = ray.get_runtime_context().get_node_id() if s.ray_address else None
         for i in range(s.writers):
-            self.writers[f"writer-{i}"] = remote.writer_actor(f"writer-{i}", i, s)
+            self.writers[f"writer-{i}"] = remote.writer_actor(f"writer-{i}", i, s, node=here)
         ray.get([w.wait_ready.remote() for w in self.writers.values()], timeout=timeout)
         for i in range(s.bot_workers):  # loading models takes seconds: started first, awaited last
             self.bots[f"bot-{i}"] = remote.bot_actor(f"bot-{i}", cfg, s.namespace)
@@ -72,14 +75,19 @@ class Cluster:
         old = self.table()
         table = PlacementTable((old.version if old else 0) + 1, tuple(ids))
         self.redis.set(f"{s.prefix}placement", orjson.dumps(table.to_dict()))
-        for i, hid in enumerate(ids):
-            self.hosts[hid] = remote.host_actor(hid, i, cfg, s.namespace)
+        nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive")) if s.ray_address else []
+        for i, hid in enumerate(ids):  # on a multi-node cluster, round robin over the nodes
+            node = nodes[i % len(nodes)] if len(nodes) > 1 else None
+            self.hosts[hid] = remote.host_actor(hid, i, cfg, s.namespace, node=node)
         ray.get([h.wait_ready.remote() for h in self.hosts.values()], timeout=timeout)
         # before the gateway: once it answers health checks, the bot answers customers too
         ray.get([b.wait_ready.remote() for b in self.bots.values()], timeout=timeout)
         if gateway:
-            gw = self.gateways["gateway-0"] = remote.gateway_actor("gateway-0", cfg, s.namespace)
+            gw = self.gateways["gateway-0"] = remote.gateway_actor("gateway-0", cfg, s.namespace, node=here)
             self.gateway_port = ray.get(gw.wait_ready.remote(), timeout=timeout)
+        from .scaling import save_shape
+
+        save_shape(self)
         log.info("cluster up in %.1fs: %d hosts, %d writers, %d bot workers", time.monotonic() - t0, len(ids),
                  s.writers, len(self.bots))
 

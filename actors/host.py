@@ -69,6 +69,9 @@ class ActorHost:
         self.wake = asyncio.Event()
         self.tasks: list[asyncio.Task] = []
         self._drain_request: asyncio.Future | None = None
+        self._rebalance_request: asyncio.Future | None = None   # asked for, not yet in a round
+        self._rebalancing: asyncio.Future | None = None         # in the round being committed
+        self._moved_now = 0
         self._drained = 0       # activations released since the table marked us draining
         self._was_draining = False
         self._last_passivate = clock()
@@ -152,6 +155,17 @@ class ActorHost:
         self.wake.set()
         return await self._drain_request
 
+    async def rebalance(self) -> int:
+        """Hand the activations the current table places on other hosts to them (after a scale
+        out, new conversations go to new hosts at once; this moves the old ones too); returns
+        how many moved."""
+        await self.refresh_table()
+        if self._rebalance_request is None:
+            self._rebalance_request = asyncio.get_running_loop().create_future()
+        request = self._rebalance_request
+        self.wake.set()
+        return await request
+
     def actor_state(self, key: str) -> dict | None:
         actor = self.active.get(ActorRef.parse(key))
         return None if actor is None else {"state": actor.state, "meta": actor.meta}
@@ -171,7 +185,7 @@ class ActorHost:
                 log.exception("host %s: round failed", self.id)
 
     async def _wait_for_work(self) -> None:
-        if self.inbox or (self._drain_request and not self._drain_request.done()):
+        if self.inbox or (self._drain_request and not self._drain_request.done()) or self._rebalance_request:
             return
         due = self._timers[0][0] if self._timers else None
         timeout = PASSIVATE_CHECK_S if due is None else max(0.0, min(PASSIVATE_CHECK_S, due - self.clock()))
@@ -376,6 +390,10 @@ class ActorHost:
                 fut.set_result(attached.get(id(fut)))
         if self._drain_request and not self._drain_request.done() and not self.active:
             self._drain_request.set_result(self._drained)
+        if self._rebalancing is not None:
+            if not self._rebalancing.done():
+                self._rebalancing.set_result(self._moved_now)
+            self._rebalancing = None
 
     def _piggyback(self, items, pushes: list[tuple[str, dict]]) -> tuple[list, dict[int, list]]:
         """Pushes for a gateway that sent a batch this round go back with its acknowledgement —
@@ -459,8 +477,13 @@ class ActorHost:
     # -- passivation and draining ------------------------------------------------------------
     def _housekeeping(self, commit: RoundCommit) -> list[ActorRef]:
         now = self.clock()
+        moving = self.draining or self._rebalance_request is not None
         if self.draining:
             victims = list(self.active)
+        elif self._rebalance_request is not None:  # give back what the table places elsewhere now
+            victims = [r for r in self.active if self.table.owner(r) != self.id]
+            self._rebalancing = self._rebalance_request
+            self._rebalance_request = None
         elif now - self._last_passivate >= PASSIVATE_CHECK_S:
             self._last_passivate = now
             victims = [r for r, a in self.active.items() if now - a.last_active >= self.idle_s and not a.meta["t"]]
@@ -468,9 +491,10 @@ class ActorHost:
             return []
         for ref in victims:
             commit.releases.append((ref.kind, ref.merchant, ref.id))
-            if self.draining:  # wake it on its new host, so it runs (and its timers) there
+            if moving:  # wake it on its new host, so it runs (and its timers) there
                 commit.outgoing.append(Envelope(ref, "_wake", {}).to_wire())
         self.stats["passivated"] += len(victims)
+        self._moved_now = len(victims) if moving else 0
         return victims
 
     async def _heartbeats(self) -> None:

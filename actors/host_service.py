@@ -23,6 +23,23 @@ from .transport import RayTransport
 log = logging.getLogger(__name__)
 
 
+def _node_id() -> str:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # not inside Ray (a test's plain host)
+        return ""
+
+
+async def bot_workers(r, prefix: str, default: int) -> int:
+    """The bot pool's size as `peakdesk scale` last set it (the cluster's shape in Redis)."""
+    import orjson
+
+    raw = await r.get(f"{prefix}cluster")
+    return int(orjson.loads(raw).get("bots", default)) if raw else default
+
+
 class HostService:
     def __init__(self, host_id: str, index: int, settings: dict):
         logging.basicConfig(level=logging.INFO)
@@ -32,6 +49,8 @@ class HostService:
         self.host: ActorHost | None = None
         self._gateways: dict[str, object] = {}
         self._bots: dict[int, object] = {}
+        self._bot_count = self.settings.bot_workers
+        self.node = _node_id()
         self.ready = asyncio.get_running_loop().create_task(self._start())
 
     async def _start(self) -> None:
@@ -43,7 +62,8 @@ class HostService:
         table = PlacementTable.from_dict(raw) if raw else PlacementTable(0, (self.id,))
 
         async def heartbeat(stats: dict) -> None:
-            await presence.heartbeat("host", self.id, stats, ttl=HEARTBEAT_TTL_S)
+            await presence.heartbeat("host", self.id, {**stats, "node": self.node}, ttl=HEARTBEAT_TTL_S)
+            self._bot_count = await bot_workers(r, s.prefix, s.bot_workers)  # `peakdesk scale` may change it
 
         self.host = ActorHost(self.id, store, RayTransport(s.namespace), KINDS, table,
                               idle_s=s.idle_passivate_s, on_heartbeat=heartbeat, pusher=self._push,
@@ -67,7 +87,7 @@ class HostService:
         """Requests to the bot pool, spread over its workers by session; a batch per worker."""
         import ray
 
-        workers = self.settings.bot_workers
+        workers = self._bot_count
         if service != "bot" or workers == 0:  # nobody to ask: the sessions hand over at once
             return [{"actor": r["actor"], "type": "bot_reply",
                      "body": {"req": r.get("req"), "mode": r.get("mode"), "failed": f"no {service} workers"}}
@@ -114,6 +134,23 @@ class HostService:
     async def drain(self) -> int:
         await self.ready
         return await self.host.drain()
+
+    async def rebalance(self) -> int:
+        await self.ready
+        return await self.host.rebalance()
+
+    async def quiet(self, timeout: float = 30.0) -> dict:
+        """Wait until nothing we committed is still on its way to another host (before this
+        host is removed for good); returns the statistics then."""
+        await self.ready
+        deadline = asyncio.get_running_loop().time() + timeout
+        while (self.host.router.depth() or self.host.inbox or self.host._sending) and \
+                asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        return self.host.statistics()
+
+    def node_id(self) -> str:
+        return self.node
 
     async def actor_state(self, key: str) -> dict | None:
         await self.ready

@@ -16,35 +16,45 @@ from .settings import Settings
 MAX_CONCURRENCY = 1000
 
 
-def _options(name: str, namespace: str) -> dict:
-    return {"name": name, "namespace": namespace, "num_cpus": 0, "max_restarts": -1,
-            "max_task_retries": 0, "max_concurrency": MAX_CONCURRENCY, "lifetime": None}
+def _options(name: str, namespace: str, node: str | None = None, detached: bool = False) -> dict:
+    """`node`: pin to that Ray node (a host placed by `peakdesk scale`/`start`); `detached`: the
+    actor outlives the process that created it (a CLI command joining a running cluster)."""
+    options = {"name": name, "namespace": namespace, "num_cpus": 0, "max_restarts": -1,
+               "max_task_retries": 0, "max_concurrency": MAX_CONCURRENCY,
+               "lifetime": "detached" if detached else None}
+    if node:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
+    return options
 
 
-def host_actor(host_id: str, index: int, settings: dict, namespace: str):
+def host_actor(host_id: str, index: int, settings: dict, namespace: str, node: str | None = None,
+               detached: bool = False):
     from .host_service import HostService
 
-    return ray.remote(HostService).options(**_options(host_id, namespace)).remote(host_id, index, settings)
+    return ray.remote(HostService).options(**_options(host_id, namespace, node, detached)).remote(host_id, index,
+                                                                                                  settings)
 
 
-def writer_actor(name: str, index: int, settings: Settings):
+def writer_actor(name: str, index: int, settings: Settings, node: str | None = None):
     from storage.writer_service import WriterService
 
-    return ray.remote(WriterService).options(**_options(name, settings.namespace)).remote(
+    return ray.remote(WriterService).options(**_options(name, settings.namespace, node)).remote(
         name, settings.redis_url, settings.clickhouse_dsn, settings.database,
         settings.shards_of_writer(index), settings.prefix)
 
 
-def gateway_actor(name: str, settings: dict, namespace: str):
+def gateway_actor(name: str, settings: dict, namespace: str, node: str | None = None, detached: bool = False):
     from gateway.service import GatewayService
 
-    return ray.remote(GatewayService).options(**_options(name, namespace)).remote(name, settings)
+    return ray.remote(GatewayService).options(**_options(name, namespace, node, detached)).remote(name, settings)
 
 
-def bot_actor(name: str, settings: dict, namespace: str):
+def bot_actor(name: str, settings: dict, namespace: str, detached: bool = False):
     """A bot worker: CPU-bound and synchronous (one batch at a time), so it asks Ray for a CPU
     — the pool can't oversubscribe a node's cores — and gets no concurrency beyond one."""
     from .bot.worker import BotWorker
 
-    options = {**_options(name, namespace), "num_cpus": 1, "max_concurrency": 1}
+    options = {**_options(name, namespace, detached=detached), "num_cpus": 1, "max_concurrency": 1}
     return ray.remote(BotWorker).options(**options).remote(name, settings)

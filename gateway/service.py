@@ -65,6 +65,7 @@ class GatewayService:
         self.server = GatewayServer(create_app(checks, services=services, metrics=self.metrics),
                                     self.settings.host, self.settings.port)
         self._handles: dict[str, object] = {}
+        self._switching: asyncio.Task | None = None
         self.ready = asyncio.get_running_loop().create_task(self._start())
 
     async def _ask_bot(self, merchant: str, text: str, context: list[str]) -> dict:
@@ -121,6 +122,10 @@ class GatewayService:
                     **self.hub.statistics()}, ttl=10)
                 if beat % PRESENCE_EVERY == 0:
                     await self._publish_presence()
+                table = await self._load_table()  # a scale or drain elsewhere: switch once idle
+                if table is not None and table.version > self.router.table.version and \
+                        (self._switching is None or self._switching.done()):
+                    self._switching = asyncio.get_running_loop().create_task(self.router.set_table(table))
             except Exception:  # missed heartbeat: retried next period
                 log.exception("gateway heartbeat failed")
             beat += 1
