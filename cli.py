@@ -9,6 +9,7 @@ import asyncio
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -460,6 +461,122 @@ def _gateway_url(data_dir: Path) -> str:
         return orjson.loads((data_dir / RUN_FILE).read_bytes())["gateway_url"]
     except (OSError, ValueError, KeyError):
         return "http://127.0.0.1:8080"
+
+
+def _cluster_options(fn):
+    fn = click.option("--ray-address", default=None, help="The cluster's Ray (HOST:PORT) [from the run file].")(fn)
+    return _system_options(fn)
+
+
+def _operate(data_dir, redis_url, prefix, ray_address, fn):
+    """Attach to the running cluster, run `fn(cluster)`, print what changed as JSON."""
+    from actors import scaling
+    from actors.operate_cli import OperateError, settings_for
+
+    try:
+        settings = settings_for((data_dir or default_data_dir()) / RUN_FILE, redis_url, prefix, ray_address)
+        cluster = scaling.attach(settings)
+        try:
+            result = fn(scaling, cluster)
+        finally:
+            import ray
+
+            ray.shutdown()
+    except (OperateError, LookupError, ValueError, ConfigError) as exc:
+        raise click.ClickException(str(exc)) from None
+    _echo_json(result)
+
+
+@main.command()
+@click.option("--hosts", type=click.IntRange(1, 1024), default=None, help="Actor hosts the cluster should have.")
+@click.option("--gateways", type=click.IntRange(1, 64), default=None, help="Gateways the cluster should have.")
+@click.option("--bot-workers", type=click.IntRange(0, 256), default=None, help="Bot workers (one CPU each).")
+@_cluster_options
+def scale(hosts, gateways, bot_workers, data_dir, redis_url, prefix, ray_address) -> None:
+    """Change the number of hosts, gateways or bot workers live. New hosts go round robin over
+    the Ray nodes and take new conversations at once; removed hosts hand their conversations over
+    first (nothing is dropped)."""
+    if hosts is None and gateways is None and bot_workers is None:
+        raise click.UsageError("give --hosts, --gateways and/or --bot-workers")
+    _operate(data_dir, redis_url, prefix, ray_address,
+             lambda sc, c: sc.scale(c, hosts=hosts, gateways=gateways, bot_workers=bot_workers, detached=True))
+
+
+@main.command()
+@click.argument("target")
+@_cluster_options
+def drain(target, data_dir, redis_url, prefix, ray_address) -> None:
+    """Move activations off TARGET before it leaves: a host id (host-3) or a Ray node id (all
+    peakdesk hosts on that node); the drained hosts are then stopped."""
+    def run(sc, c):
+        if target in c.hosts:
+            return {"hosts_removed": [target], "activations_moved": sc.remove_hosts(c, [target])}
+        return sc.drain_node(c, target)
+    _operate(data_dir, redis_url, prefix, ray_address, run)
+
+
+@main.command()
+@_cluster_options
+def rebalance(data_dir, redis_url, prefix, ray_address) -> None:
+    """Even activations out: each host hands over those the placement table puts elsewhere
+    (after a scale out, the older conversations)."""
+    _operate(data_dir, redis_url, prefix, ray_address, lambda sc, c: {"activations_moved": sc.rebalance(c)})
+
+
+@main.command()
+@click.option("--rolling", is_flag=True, required=True, help="One at a time, each ready before the next (required).")
+@click.option("--gateways-only", is_flag=True, help="Restart the gateways, not the hosts.")
+@_cluster_options
+def restart(rolling, gateways_only, data_dir, redis_url, prefix, ray_address) -> None:
+    """Rolling restart of the gateways (clients reconnect and resume) and the actor hosts (their
+    state is in Redis); nothing acknowledged is lost."""
+    _operate(data_dir, redis_url, prefix, ray_address,
+             lambda sc, c: sc.restart_rolling(c, gateways=True, hosts=not gateways_only))
+
+
+@main.command()
+@click.option("--head", is_flag=True, help="Start a Ray head node here and peakdesk on it (then like `up`).")
+@click.option("--address", default=None, help="Join the Ray cluster at HEAD:PORT with hosts of this machine.")
+@click.option("--ray-port", type=int, default=6379, show_default=True, help="With --head: Ray's GCS port.")
+@click.option("--hosts", type=int, default=None, help="Hosts on this node [CPU count].")
+@click.option("--gateway/--no-gateway", default=True, help="With --address: a gateway on this node too.")
+@click.option("--namespace", default="peakdesk", show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--redis-url", default=None, help="With --head: the cluster's Redis (every node must reach it).")
+@click.option("--clickhouse-url", default=None, help="With --head: the cluster's ClickHouse.")
+@click.option("--host", default="0.0.0.0", show_default=True, help="With --head: the gateway's listen address.")
+@click.option("--port", type=int, default=8080, show_default=True, help="Gateway port.")
+def start(head, address, ray_port, hosts, gateway, namespace, data_dir, redis_url, clickhouse_url, host, port) -> None:
+    """Start (--head) or join (--address HEAD:PORT) a multi-machine cluster: wraps `ray start`.
+
+    \b
+    machine 1:  peakdesk start --head --redis-url redis://10.0.0.5:6379 --clickhouse-url http://10.0.0.6:8123
+    machine 2:  peakdesk start --address 10.0.0.1:6379
+    """
+    from actors.operate_cli import OperateError, join, ray_start
+
+    if head == bool(address):
+        raise click.UsageError("give exactly one of --head and --address HEAD:PORT")
+    try:
+        if address:
+            _echo_json(join(address, namespace, hosts, gateway))
+            return
+        ray_start(["--head", f"--port={ray_port}", "--include-dashboard=false"])
+    except OperateError as exc:
+        raise click.ClickException(str(exc)) from None
+    import socket
+
+    settings = _settings(data_dir=data_dir, host=host, port=port, redis_url=redis_url, clickhouse_url=clickhouse_url,
+                         ray_address=f"{socket.gethostbyname(socket.gethostname())}:{ray_port}", hosts=hosts,
+                         namespace=namespace)
+    from actors.launcher import run_until_signalled
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    code = run_until_signalled(settings, stop, RUN_FILE)
+    subprocess.run(["ray", "stop"], capture_output=True)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

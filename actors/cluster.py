@@ -26,6 +26,14 @@ def init_ray(settings: Settings) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     common = {"namespace": settings.namespace, "log_to_driver": True, "logging_level": logging.WARNING}
     if settings.ray_address:
+        # Ray's local clusters authenticate with a token kept in ~/.ray/auth_token (or given by
+        # RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH); a process joining one must say it uses it.
+        try:
+            from ray._private.authentication.authentication_token_setup import (
+                maybe_enable_token_auth_if_token_available)
+            maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+        except ImportError:  # a Ray without token authentication
+            pass
         ray.init(address=settings.ray_address, **common)
     else:
         # address="local": never attach to some other cluster left on this machine; a small
@@ -85,15 +93,18 @@ class Cluster:
         if gateway:
             gw = self.gateways["gateway-0"] = remote.gateway_actor("gateway-0", cfg, s.namespace, node=here)
             self.gateway_port = ray.get(gw.wait_ready.remote(), timeout=timeout)
-        from .scaling import save_shape
+        from .scaling import save_settings, save_shape
 
         save_shape(self)
+        save_settings(self)
         log.info("cluster up in %.1fs: %d hosts, %d writers, %d bot workers", time.monotonic() - t0, len(ids),
                  s.writers, len(self.bots))
 
     def stop(self) -> None:
         """Gateways first (clients are told to reconnect elsewhere), then hosts, then writers
-        (they finish the batch in hand; the rest stays in the outbox)."""
+        (they finish the batch in hand; the rest stays in the outbox). Also what `peakdesk
+        scale` added from other shells (the shape in Redis names it)."""
+        self._adopt()
         if self.gateways:
             try:
                 ray.get([g.say_goodbye.remote("peakdesk stopping") for g in self.gateways.values()], timeout=5)
@@ -122,6 +133,22 @@ class Cluster:
                 ray.kill(handle, no_restart=True)
             self.writers.clear()
         self.redis.close()
+
+    def _adopt(self) -> None:
+        try:
+            raw = self.redis.get(f"{self.settings.prefix}cluster")
+        except redis.RedisError:
+            return
+        shape = orjson.loads(raw) if raw else {}
+        for kind, names in (("hosts", shape.get("hosts", [])), ("gateways", shape.get("gateways", [])),
+                            ("bots", [f"bot-{i}" for i in range(int(shape.get("bots", 0)))])):
+            known = getattr(self, kind)
+            for name in names:
+                if name not in known:
+                    try:
+                        known[name] = ray.get_actor(name, namespace=self.settings.namespace)
+                    except ValueError:
+                        pass  # gone already
 
     # -- operations ----------------------------------------------------------------------------
     def drain(self, host_id: str, timeout: float = 120.0) -> int:

@@ -75,7 +75,9 @@ def run_until_signalled(settings: Settings, stop: threading.Event, run_file_name
         demo = _demo_merchant(settings)
         url = f"http://{settings.host}:{cluster.gateway_port}"
         run_file.write_bytes(orjson.dumps({"redis_url": settings.redis_url, "prefix": settings.prefix,
-                                           "gateway_url": url, "pid": os.getpid(), "started": time.time()}))
+                                           "gateway_url": url, "pid": os.getpid(), "started": time.time(),
+                                           "ray_address": ray.get_runtime_context().gcs_address,
+                                           "namespace": settings.namespace}))
         print(f"peakdesk is up: {url}  (health: {url}/healthz; status: peakdesk status"
               f" --data-dir {settings.data_dir}; Ctrl-C stops)", flush=True)
         if demo:

@@ -41,6 +41,42 @@ def save_shape(c: Cluster) -> None:
         "bots": len(c.bots), "writers": len(c.writers)}))
 
 
+SECRET_FIELDS = ("s3_access_key_id", "s3_secret_access_key", "s3_session_token", "llm_api_key")
+KV_KEY = b"peakdesk:settings"
+
+
+def save_settings(c: Cluster) -> None:
+    """The cluster's settings, for commands that join it later (`peakdesk scale`, `peakdesk
+    start --address`): in Redis, and in Ray's own key-value store (a joining node knows only the
+    Ray address). Secrets stay out: those commands take them from their environment."""
+    from ray.experimental import internal_kv
+
+    public = {k: v for k, v in c.settings.to_dict().items() if k not in SECRET_FIELDS}
+    c.redis.set(f"{c.settings.prefix}settings", orjson.dumps(public))
+    try:
+        internal_kv._internal_kv_put(KV_KEY + c.settings.namespace.encode(), orjson.dumps(public), overwrite=True)
+    except Exception:  # not fatal: `peakdesk start --address` then needs --redis-url
+        log.warning("could not store the settings in Ray's key-value store", exc_info=True)
+
+
+def settings_from_ray(namespace: str) -> dict | None:
+    from ray.experimental import internal_kv
+
+    raw = internal_kv._internal_kv_get(KV_KEY + namespace.encode())
+    return orjson.loads(raw) if raw else None
+
+
+def settings_from_redis(redis_url: str, prefix: str) -> dict | None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    try:
+        raw = client.get(f"{prefix}settings")
+    finally:
+        client.close()
+    return orjson.loads(raw) if raw else None
+
+
 def attach(settings: Settings) -> Cluster:
     """A Cluster object for a running cluster (another process started it): handles by name."""
     init_ray(settings)
@@ -184,6 +220,18 @@ def _scale_gateways(c: Cluster, n: int, detached: bool) -> dict:
         finally:
             ray.kill(handle, no_restart=True)
     return {"gateways_added": added, "gateways_removed": removed}
+
+
+def add_gateway(c: Cluster, node: str | None = None, detached: bool = False) -> dict:
+    """One more gateway (on `node`): behind the load balancer, clients may use any."""
+    i = max([_index(g) for g in c.gateways] + [-1]) + 1
+    name = f"gateway-{i}"
+    port = c.settings.port + i if c.settings.port and node is None else c.settings.port
+    c.gateways[name] = remote.gateway_actor(name, {**c.settings.to_dict(), "port": port}, c.settings.namespace,
+                                            node=node, detached=detached)
+    bound = ray.get(c.gateways[name].wait_ready.remote(), timeout=60)
+    save_shape(c)
+    return {"gateway_added": name, "port": bound}
 
 
 def _scale_bots(c: Cluster, n: int, detached: bool) -> dict:
