@@ -528,10 +528,10 @@ def rebalance(data_dir, redis_url, prefix, ray_address) -> None:
 @click.option("--gateways-only", is_flag=True, help="Restart the gateways, not the hosts.")
 @_cluster_options
 def restart(rolling, gateways_only, data_dir, redis_url, prefix, ray_address) -> None:
-    """Rolling restart of the gateways (clients reconnect and resume) and the actor hosts (their
-    state is in Redis); nothing acknowledged is lost."""
+    """Rolling restart of the gateways (clients reconnect and resume), the actor hosts (their
+    state is in Redis), the writers and the bot workers; nothing acknowledged is lost."""
     _operate(data_dir, redis_url, prefix, ray_address,
-             lambda sc, c: sc.restart_rolling(c, gateways=True, hosts=not gateways_only))
+             lambda sc, c: sc.restart_rolling(c, gateways=True, hosts=not gateways_only, others=not gateways_only))
 
 
 @main.command()

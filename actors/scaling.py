@@ -254,10 +254,13 @@ def _scale_bots(c: Cluster, n: int, detached: bool) -> dict:
 
 
 # -- restarts -------------------------------------------------------------------------------------
-def restart_rolling(c: Cluster, gateways: bool = True, hosts: bool = True, timeout: float = 120) -> dict:
+def restart_rolling(c: Cluster, gateways: bool = True, hosts: bool = True, others: bool = True,
+                    timeout: float = 120) -> dict:
     """One at a time: a gateway says goodbye (its clients reconnect and resume) and restarts;
     a host restarts (its state is in Redis; senders re-send what it had not acknowledged, and
-    it re-sends what it had committed but not delivered). Each is ready before the next goes."""
+    it re-sends what it had committed but not delivered); then writers (the outbox keeps what
+    they had not written) and bot workers (a question meanwhile waits or hands over). Each is
+    ready before the next goes."""
     done = []
     if gateways:
         for name, handle in sorted(c.gateways.items(), key=lambda kv: _index(kv[0])):
@@ -268,8 +271,9 @@ def restart_rolling(c: Cluster, gateways: bool = True, hosts: bool = True, timeo
             ray.kill(handle, no_restart=False)
             _wait_restarted(handle, timeout)
             done.append(name)
-    if hosts:
-        for name, handle in sorted(c.hosts.items(), key=lambda kv: _index(kv[0])):
+    roles = ([c.hosts] if hosts else []) + ([c.writers, c.bots] if others else [])
+    for actors in roles:
+        for name, handle in sorted(actors.items(), key=lambda kv: _index(kv[0])):
             ray.kill(handle, no_restart=False)
             _wait_restarted(handle, timeout)
             done.append(name)

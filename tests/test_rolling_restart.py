@@ -1,5 +1,5 @@
-"""A rolling restart (`peakdesk restart --rolling`: the gateway, then each actor host, one at a
-time) while a customer and a supervisor hold a conversation: both reconnect and resume by
+"""A rolling restart (`peakdesk restart --rolling`: the gateway, each actor host, the writer,
+one at a time) while a customer and a supervisor hold a conversation: both reconnect and resume by
 sequence number, the customer re-sends what was not acknowledged under the same cid — every
 message reaches the other side once, and ClickHouse holds each message event once."""
 from __future__ import annotations
@@ -100,7 +100,7 @@ def test_a_rolling_restart_under_a_running_conversation_loses_and_repeats_nothin
     thread.join(timeout=120)
     print(f"rolling restart: {restarted}; customer connects {state['customer_connects']}, "
           f"supervisor connects {state['agent_connects']}")
-    assert restarted["restarted"] == ["gateway-0", "host-0", "host-1"]
+    assert restarted["restarted"] == ["gateway-0", "host-0", "host-1", "writer-0"]
     assert state["customer_connects"] >= 2 and state["agent_connects"] >= 2     # the gateway did go away
     assert sorted(state["acks"]) == sorted(f"m{n}" for n in range(MESSAGES))
     assert len(set(state["acks"].values())) == MESSAGES                          # one sequence number each
