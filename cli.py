@@ -9,7 +9,6 @@ import asyncio
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -574,9 +573,9 @@ def start(head, address, ray_port, hosts, gateway, namespace, data_dir, redis_ur
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    code = run_until_signalled(settings, stop, RUN_FILE)
-    subprocess.run(["ray", "stop"], capture_output=True)
-    sys.exit(code)
+    # Ctrl-C stops peakdesk's actors; the Ray node `ray start` began stays until `ray stop`
+    # (which stops every Ray process of this machine, so peakdesk never runs it for you).
+    sys.exit(run_until_signalled(settings, stop, RUN_FILE))
 
 
 if __name__ == "__main__":

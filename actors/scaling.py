@@ -52,11 +52,24 @@ def save_settings(c: Cluster) -> None:
     from ray.experimental import internal_kv
 
     public = {k: v for k, v in c.settings.to_dict().items() if k not in SECRET_FIELDS}
+    public["clickhouse_url"] = _without_password(public.get("clickhouse_url"))  # joiners never open ClickHouse
     c.redis.set(f"{c.settings.prefix}settings", orjson.dumps(public))
     try:
         internal_kv._internal_kv_put(KV_KEY + c.settings.namespace.encode(), orjson.dumps(public), overwrite=True)
     except Exception:  # not fatal: `peakdesk start --address` then needs --redis-url
         log.warning("could not store the settings in Ray's key-value store", exc_info=True)
+
+
+def _without_password(url: str | None) -> str | None:
+    from urllib.parse import urlparse
+
+    if not url:
+        return url
+    u = urlparse(url)
+    if not u.password:
+        return url
+    user = f"{u.username}@" if u.username else ""
+    return u._replace(netloc=f"{user}{u.hostname}" + (f":{u.port}" if u.port else "")).geturl()
 
 
 def settings_from_ray(namespace: str) -> dict | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 
 from actors.bot.kb import from_csv
 from tests.api_client import Api, run
