@@ -78,6 +78,7 @@ def _mount_api(app: Quart, services) -> None:
     from .admin_api import api
     from .auth import AuthError
     from .auth_api import auth_api
+    from .commerce_api import commerce_api
     from .kb_api import kb_api
     from .ws import ws_api
     from storage.records import Conflict, NotFound
@@ -89,6 +90,7 @@ def _mount_api(app: Quart, services) -> None:
     app.register_blueprint(auth_api)
     app.register_blueprint(api)
     app.register_blueprint(kb_api)
+    app.register_blueprint(commerce_api)
     if services.router is not None:
         from .monitor import Monitor
         from .web_api import web_api

@@ -60,6 +60,8 @@ class Action(str, enum.Enum):
     KB_WRITE = "kb.write"
     REPORT_READ = "report.read"
     EVENTS_EXPORT = "events.export"
+    COMMERCE_READ = "commerce.read"
+    COMMERCE_WRITE = "commerce.write"
 
 
 O, A, S, G, P = Role.OWNER, Role.ADMIN, Role.SUPERVISOR, Role.AGENT, Role.API
@@ -113,6 +115,8 @@ MATRIX: Mapping[Action, frozenset[Role]] = {
     Action.KB_WRITE: _LEADS | {P},
     Action.REPORT_READ: _LEADS | {P},
     Action.EVENTS_EXPORT: _MANAGERS | {P},
+    Action.COMMERCE_READ: _PEOPLE | {P},
+    Action.COMMERCE_WRITE: _MANAGERS | {P},
 }
 
 # Which roles a role may give (when creating an agent or changing its role) — and so which

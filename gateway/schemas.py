@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, available_timezones
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from actors.bot.config import BotConfig
+from storage.commerce.config import CommerceSettings
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 _CONTROL_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -135,6 +136,7 @@ class MerchantSettings(Strict):
     offline_message: Optional[Text] = None
     bot: Optional[BotConfig] = None   # the bot (actors/bot/config.py): on while the knowledge base has entries
     alerts: Optional[Annotated[list[AlertRule], Field(max_length=50)]] = None
+    commerce: Optional[CommerceSettings] = None   # products and orders: built-in store or the merchant's HTTP API
 
     @model_validator(mode="after")
     def _unique_alert_names(self) -> "MerchantSettings":

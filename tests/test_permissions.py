@@ -56,6 +56,8 @@ kb.read                    O A S G P
 kb.write                   O A S P
 report.read                O A S P
 events.export              O A P
+commerce.read              O A S G P
+commerce.write             O A P
 """
 LETTER = dict(zip("OASGP", ROLES))
 TABLE = {line.split()[0]: {LETTER[c] for c in line.split()[1:]} for line in EXPECTED.strip().splitlines()}

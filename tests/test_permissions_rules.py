@@ -10,7 +10,8 @@ from gateway.permissions import MATRIX, Action, Forbidden, Role, allowed, matrix
 PEOPLE = {Role.OWNER, Role.ADMIN, Role.SUPERVISOR, Role.AGENT}
 API_MAY = {"customer.list", "customer.read", "customer.set_attributes", "merchant.read", "group.list", "group.read",
            "kb.read", "kb.write",        # a merchant's systems keep its knowledge base in sync
-           "report.read", "events.export"}  # and feed its own BI
+           "report.read", "events.export",  # and feed its own BI
+           "commerce.read", "commerce.write"}  # and push products and orders
 
 
 def actions_of(role: Role) -> set[str]:
