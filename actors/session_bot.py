@@ -53,6 +53,7 @@ class BotTurns:
             return
         bot["req"] = self.state["seq"]
         self.ask("bot", {"mode": "answer", "req": bot["req"], "text": text or "", "choice": choice,
+                         "customer_id": self.state["customer_id"],
                          "context": self._bot_context(), "failures": bot["failures"]})
         if text:
             bot["asked"] = [*bot["asked"], text[:500]][-CONTEXT_MESSAGES:]
@@ -75,7 +76,8 @@ class BotTurns:
             self._hand_over("bot_error", priority=None)
             return
         action = body.get("action")
-        payload = {k: body.get(k) for k in ("reason", "entry_id", "score", "sentiment", "lang", "ms")}
+        payload = {k: body.get(k) for k in ("reason", "entry_id", "score", "sentiment", "lang", "ms", "order_id")
+                   if body.get(k) is not None}
         payload["candidates"] = [c.get("id") for c in body.get("candidates") or []]
         if action == "handoff":
             self._hand_over(str(body.get("reason", "")), text=str(body.get("text", "")), payload=payload,
@@ -87,8 +89,8 @@ class BotTurns:
             s["bot"]["failures"] += 1
         elif action == "answer":
             s["bot"]["failures"] = 0
-            if body.get("cards"):
-                content["cards"] = body["cards"]
+        if body.get("cards") and action in ("answer", "reply"):   # a KB entry's cards, an order card
+            content["cards"] = body["cards"]
         self.emit({"answer": "bot.answered", "choices": "bot.choices"}.get(action, "bot.replied"),
                   payload=payload, **self._cols())
         self._append({"kind": "text", "content": content, "from": BOT}, None, None)

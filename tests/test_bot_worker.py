@@ -138,3 +138,41 @@ def test_the_llm_settings_are_checked_by_name(tmp_path):
         Settings(data_dir=tmp_path, llm_url="http://127.0.0.1:9/v1")
     with pytest.raises(ConfigError, match="llm_timeout_s"):
         Settings(data_dir=tmp_path, llm_timeout_s=0)
+
+
+def test_where_is_my_order_is_answered_live_and_only_with_the_customers_own_orders(worker, redis_server):
+    from storage.commerce import Order
+    from storage.commerce.builtin import BuiltinStore
+
+    order = {"order_id": "TB20261111001", "customer_id": "c1", "status": "shipped", "created_at": "2026-11-11T00:05:00+08:00",
+             "items": [{"title": "电饭煲 3L", "qty": 1}],
+             "tracking": {"order_id": "TB20261111001", "carrier": "顺丰速运", "tracking_no": "SF1234567890",
+                          "events": [{"at": "2026-11-12 08:00", "text": "运输中", "location": "杭州"}]}}
+
+    async def fill():
+        r = aioredis.from_url(redis_server.url)
+        store = BuiltinStore(r, "bw:", "plain")
+        await store.save_order(Order.model_validate(order))
+        await store.save_order(Order.model_validate({**order, "order_id": "TB20261111002", "customer_id": "c2"}))
+        await r.aclose()
+    asyncio.run(fill())
+
+    def ask_as(customer: str, text: str, context=()) -> dict:
+        (answer,) = worker.handle([{"actor": "session:plain:s9", "req": 1, "mode": "answer", "text": text,
+                                    "customer_id": customer, "context": list(context)}])
+        return answer["body"]
+
+    live = ask_as("c1", "我的快递到哪了")
+    assert (live["action"], live["reason"], live["order_id"]) == ("reply", "order_status", "TB20261111001")
+    assert "已发货" in live["text"] and "SF1234567890" in live["text"] and "杭州" in live["text"]
+    assert live["cards"][0]["title"] == "订单 TB20261111001"
+    english = ask_as("c1", "where is my order?")
+    assert "shipped" in english["text"] and english["lang"] == "en"
+    # another customer's order number: not found, nothing of it shown
+    theirs = ask_as("c1", "订单 TB20261111002 到哪了")
+    assert theirs["reason"] == "order_not_found" and "运输中" not in theirs["text"]
+    # a customer with no orders is asked for the number; the number then answers
+    assert ask_as("c3", "我的包裹什么时候到")["reason"] == "order_number_needed"
+    assert ask_as("c1", "TB20261111001", context=["我的包裹什么时候到"])["reason"] == "order_status"
+    # a question that is not about an order: the knowledge base answers as before
+    assert ask_as("c1", "退款一般多久能到账")["action"] == "answer"

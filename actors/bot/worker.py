@@ -14,11 +14,13 @@ import os
 import time
 
 import numpy as np
+import orjson
 import redis
 
+from storage.commerce.config import adapter_for
 from storage.knowledge import load_sync, version_sync
 
-from . import embed, sentiment, text
+from . import embed, orders, sentiment, text
 from .config import BotConfig
 from .engine import Bot, Decision
 from .index import KBIndex
@@ -80,11 +82,40 @@ class BotWorker:
             found = bot.suggest(query, request.get("context") or [])
             return {"req": request["req"], "mode": "assist", "seq": request.get("seq", 0), "suggestions": found}
         choice = request.get("choice")
-        decision = bot.choose(choice) if choice else bot.decide(query, request.get("context") or [],
-                                                                 int(request.get("failures", 0)))
+        context = request.get("context") or []
+        if not choice and orders.asks_about_order(query, context):
+            live = self._order_answer(request["actor"].split(":", 2)[1], str(request.get("customer_id", "")), query)
+            if live is not None:
+                return {"req": request["req"], "mode": "answer", "candidates": [], "entry_id": "", "score": 1.0,
+                        "sentiment": "neutral", "ms": 0.0, **live}
+        decision = bot.choose(choice) if choice else bot.decide(query, context, int(request.get("failures", 0)))
         if decision.action == "answer" and bot.config.llm and self.llm is not None:
             self._phrase(bot, decision, query)
         return {"req": request["req"], "mode": "answer", **decision.to_dict()}
+
+    def _order_answer(self, merchant: str, customer_id: str, query: str) -> dict | None:
+        """Live order status from the merchant's systems, when it has any (the HTTP adapter, or
+        orders in the built-in store); None: answer from the knowledge base instead."""
+        import asyncio
+
+        import redis.asyncio as aioredis
+
+        raw = self.redis.get(f"{self.prefix}merchant:{merchant}")
+        settings = ((orjson.loads(raw).get("settings") or {}).get("commerce") or {}) if raw else {}
+        if settings.get("adapter", "builtin") == "builtin" and not self.redis.hlen(f"{self.prefix}m:{merchant}:orders"):
+            return None
+
+        async def ask():
+            r = aioredis.from_url(self.settings.redis_url)
+            shop = adapter_for(r, self.prefix, merchant, settings)
+            try:
+                return await orders.answer(shop, customer_id, query)
+            finally:
+                if hasattr(shop, "close"):
+                    await shop.close()
+                await r.aclose()
+        self.stats["order_answers"] = self.stats.get("order_answers", 0) + 1
+        return asyncio.run(ask())
 
     def _phrase(self, bot: Bot, decision: Decision, query: str) -> None:
         grounding = [bot.index.entry(c["id"]) for c in decision.candidates[:3]]
