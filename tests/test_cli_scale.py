@@ -4,14 +4,12 @@ SIGINT still leaves nothing behind — including what the other shell added."""
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import time
 
-import psutil
 import pytest
 
-from tests.test_cli_up import PEAKDESK, env, first_health_answer, start_up
+from tests.test_cli_up import PEAKDESK, env, first_health_answer, interrupt_and_expect_nothing_left, start_up
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -45,14 +43,7 @@ def test_scaling_a_running_system_from_another_shell(tmp_path):
             time.sleep(1)
         assert [h["host"] for h in status["hosts"]] == ["host-0", "host-1"]
         assert sorted(status["gateways"]) == ["gateway-0", "gateway-1"]
-        family = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=90) == 0
-        deadline = time.monotonic() + 30
-        while (alive := [p for p in family if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]) \
-                and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert not alive, [psutil.Process(p).cmdline() for p in alive]
+        interrupt_and_expect_nothing_left(proc)
     finally:
         if proc.poll() is None:
             proc.kill()

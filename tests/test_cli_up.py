@@ -52,6 +52,20 @@ def first_health_answer(proc, port, want_status: int, within: float = 60) -> tup
     return answer
 
 
+def interrupt_and_expect_nothing_left(proc) -> None:
+    """SIGINT to `peakdesk up`: it exits 0 and every process it started (Redis, Ray's, the
+    actors) is gone within 30 s."""
+    family = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+    assert len(family) > 3  # redis, Ray's processes, the actors
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=90) == 0
+    deadline = time.monotonic() + 30
+    while (alive := [p for p in family if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]) \
+            and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not alive, [psutil.Process(p).cmdline() for p in alive]
+
+
 def test_up_is_healthy_within_a_minute_and_sigint_leaves_nothing_behind(tmp_path):
     proc, port = start_up(tmp_path, "--hosts", "2")
     try:
@@ -78,15 +92,7 @@ def test_up_is_healthy_within_a_minute_and_sigint_leaves_nothing_behind(tmp_path
         with urllib.request.urlopen(req, timeout=10) as resp:
             assert [a["username"] for a in json.loads(resp.read())["items"]] == ["owner"]
 
-        family = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
-        assert len(family) > 3  # redis, Ray's processes, the actors
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=90) == 0
-        deadline = time.monotonic() + 30
-        while (alive := [p for p in family if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]) \
-                and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert not alive, [psutil.Process(p).cmdline() for p in alive]
+        interrupt_and_expect_nothing_left(proc)
         assert not (tmp_path / "data" / "run.json").exists()
     finally:
         if proc.poll() is None:

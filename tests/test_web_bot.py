@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.gateway_cluster import Peakdesk
-from tests.test_web import ARGS, CHROMIUM, SHOTS, agent, console_login
+from tests.test_web import SHOTS, agent, browser, console_login  # noqa: F401  (browser: the fixture)
 
 pytestmark = pytest.mark.timeout(300)
 KB = json.loads((Path(__file__).parent / "data" / "bot" / "kb.json").read_text())
@@ -22,16 +22,6 @@ def pd(ray_session, redis_server, tmp_path_factory):
     p.post("/api/v1/kb/import", KB, p.owner_token)
     yield p
     p.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 def answer_of(entry_id: str) -> str:
