@@ -160,6 +160,8 @@ class ActorHost:
         out, new conversations go to new hosts at once; this moves the old ones too); returns
         how many moved."""
         await self.refresh_table()
+        if self.draining:  # giving everything back already
+            return 0
         if self._rebalance_request is None:
             self._rebalance_request = asyncio.get_running_loop().create_future()
         request = self._rebalance_request
