@@ -15,7 +15,7 @@ from storage.commerce.config import adapter_for
 
 from .auth import Principal
 from .context import authorized, services
-from .errors import ApiError
+from .errors import ApiError, check_path_id
 from .permissions import Action
 
 commerce_api = Blueprint("commerce", __name__, url_prefix="/api/v1/commerce")
@@ -101,8 +101,7 @@ async def one_order(customer_id: str, order_id: str, who: Principal):
 @authorized(Action.COMMERCE_WRITE)
 @validate_request(Product)
 async def save_product(product_id: str, data: Product, who: Principal):
-    if data.product_id != product_id:
-        raise ApiError(422, "invalid_field", f"product_id: the body's {data.product_id!r} is not the path's", "product_id")
+    check_path_id("product_id", data.product_id, product_id)
     await _builtin(who).save_products([data])
     return data.model_dump()
 
@@ -130,8 +129,7 @@ async def import_products(who: Principal):
 @validate_request(Order)
 async def save_order(order_id: str, data: Order, who: Principal):
     """An order created or updated (status, tracking) by the merchant's systems."""
-    if data.order_id != order_id:
-        raise ApiError(422, "invalid_field", f"order_id: the body's {data.order_id!r} is not the path's", "order_id")
+    check_path_id("order_id", data.order_id, order_id)
     try:
         created = await _builtin(who).save_order(data)
     except CommerceError as exc:

@@ -22,6 +22,12 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.field = status, code, message, field
 
 
+def check_path_id(field: str, in_body: str, in_path: str) -> None:
+    """A PUT's body names the record its path names, or nothing is saved (422 naming the field)."""
+    if in_body != in_path:
+        raise ApiError(422, "invalid_field", f"{field}: the body's {in_body!r} is not the path's {in_path!r}", field)
+
+
 def error_response(status: int, code: str, message: str, field: str | None = None,
                    details: list[dict] | None = None) -> Response:
     body = {"error": code, "message": message, "field": field, "details": details or []}

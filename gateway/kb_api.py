@@ -13,7 +13,7 @@ from storage.knowledge import KnowledgeStore
 
 from .auth import Principal
 from .context import actor_of, authorized, services
-from .errors import ApiError
+from .errors import ApiError, check_path_id
 from .permissions import Action
 from .schemas import BotTry
 
@@ -46,8 +46,7 @@ async def get_entry(entry_id: str, who: Principal):
 @authorized(Action.KB_WRITE)
 @validate_request(Entry)
 async def save_entry(entry_id: str, data: Entry, who: Principal):
-    if data.id != entry_id:
-        raise ApiError(422, "invalid_field", f"id: the body's id {data.id!r} is not the path's {entry_id!r}", "id")
+    check_path_id("id", data.id, entry_id)
     created = await _store().put(who.merchant, data.to_dict(), actor=actor_of(who))
     return data.to_dict(), 201 if created else 200
 

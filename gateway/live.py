@@ -13,6 +13,7 @@ from typing import Any, Awaitable, Callable
 from storage.actor_store import read_states
 from storage.presence import Presence
 from storage.records import RecordStore
+from storage.reports import plain
 
 Query = Callable[[str, dict], Awaitable[list[tuple]]]
 VIP_PRIORITY = 1    # queue priority of the first VIP tier (diversion rules give 1-9; angry handovers 8)
@@ -48,7 +49,7 @@ async def recent(query: Query | None, merchants: list[str]) -> dict[str, dict]:
         return {m: dict(empty) for m in merchants}
     out = {m: {**empty, "incoming_per_min": 0.0, "abandoned_15m": 0, "ratings_1h": 0} for m in merchants}
     for row in rows:
-        out[row[0]] = {k: _plain(v) for k, v in zip(RECENT_KEYS, row[1:])}
+        out[row[0]] = {k: plain(v) for k, v in zip(RECENT_KEYS, row[1:])}
     return out
 
 
@@ -84,8 +85,3 @@ async def snapshot(records: RecordStore, merchant: str, recent_numbers: dict | N
     return {"at": int(now * 1000), "agents": agents, "queues": queues, "totals": totals,
             "recent": recent_numbers if recent_numbers is not None else dict.fromkeys(RECENT_KEYS)}
 
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, float) and v != v:   # an aggregate over nothing
-        return None
-    return v

@@ -13,8 +13,7 @@ from typing import Callable
 import orjson
 import redis.asyncio as aioredis
 
-from storage import outbox
-from storage.events import Event
+from storage.records import audit
 
 
 class KnowledgeStore:
@@ -73,9 +72,7 @@ class KnowledgeStore:
         return {"imported": len(entries), "total": int(results[at]), "replaced": replace}
 
     def _audit(self, pipe, merchant: str, type_: str, actor: str, changes: dict) -> None:
-        event = Event(merchant_id=merchant, type=type_, actor_key="admin", seq=0, ts=int(self.clock() * 1000),
-                      payload={"actor": actor, "target": "kb", "changes": changes})
-        outbox.append(pipe, self.p, self.shard, [event])
+        audit(pipe, self.p, self.shard, merchant, type_, actor, "kb", changes, int(self.clock() * 1000))
 
 
 def kb_key(prefix: str, merchant: str) -> str:

@@ -52,6 +52,15 @@ def _check_id(field: str, value: str) -> None:
         raise ValueError(f"{field}: must be 1-64 of a-z 0-9 _ - starting with a letter or digit, got {value!r}")
 
 
+def audit(pipe, prefix: str, shard: int, merchant: str, type_: str, actor: str, target: str, changes: dict,
+          ts: int, **cols) -> None:
+    """Queue an audit event (who changed what) into the outbox on `pipe`: callers put it in the
+    same MULTI as the change itself, so the record and its audit can't disagree."""
+    event = Event(merchant_id=merchant, type=type_, actor_key="admin", seq=0, ts=ts,
+                  payload={"actor": actor, "target": target, "changes": _scrub(changes)}, **cols)
+    outbox.append(pipe, prefix, shard, [event])
+
+
 def _scrub(d: dict) -> dict:
     return {k: ("***" if k in _SECRET_FIELDS else v) for k, v in d.items()}
 
@@ -75,9 +84,7 @@ class RecordStore:
         return orjson.loads(raw)
 
     def _audit(self, pipe, merchant: str, type_: str, actor: str, target: str, changes: dict, **cols) -> None:
-        event = Event(merchant_id=merchant, type=type_, actor_key="admin", seq=0, ts=self._now(),
-                      payload={"actor": actor, "target": target, "changes": _scrub(changes)}, **cols)
-        outbox.append(pipe, self.p, self.shard, [event])
+        audit(pipe, self.p, self.shard, merchant, type_, actor, target, changes, self._now(), **cols)
 
     async def _update(self, key: str, kind: str, id_: str, apply: Callable[[dict], Awaitable[dict] | dict],
                       after: Callable[[Any, dict, dict], None]) -> dict:

@@ -369,10 +369,10 @@ async def run(query: Query, name: str, params: Params) -> dict:
 
 
 def _table(rows: list[tuple], columns: list[str]) -> tuple[list[str], list[list]]:
-    return columns, [[_plain(v) for v in r] for r in rows]
+    return columns, [[plain(v) for v in r] for r in rows]
 
 
-def _plain(v: Any) -> Any:
+def plain(v: Any) -> Any:
     """JSON-friendly: NaN (an average over nothing) becomes None."""
     if isinstance(v, float) and v != v:
         return None

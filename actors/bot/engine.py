@@ -78,7 +78,7 @@ class Bot:
         k = self.config.suggestions
         if k == 0 or not normalise(text):
             return []
-        texts = [text] + ([context[-1] + " " + text] if context else [])
+        texts = _readings(text, context)
         ranked = self._search(text, texts, embed.encode(texts))
         return [{"id": c.entry.id, "question": c.entry.question, "answer": c.entry.answer,
                  "score": round(c.score, 4)} for c in ranked[:k] if c.score >= self.config.suggest_threshold]
@@ -88,7 +88,7 @@ class Bot:
         lang = "zh" if has_cjk(text) or (not normalise(text) and cfg.language == "zh") else "en"
         if intents.asks_for_human(text):
             return Decision("handoff", "asked_for_human", lang, cfg.say("handoff", lang))
-        texts = [text] + ([context[-1] + " " + text] if context else [])
+        texts = _readings(text, context)
         vectors = embed.encode(texts)
         mood, probs = sentiment.model().predict(text, vectors[0])
         escalate = intents.needs_person(text)
@@ -147,3 +147,8 @@ class Bot:
         close = [c for c in ranked[:3] if c.score >= cfg.choice_threshold and top.score - c.score <= cfg.choice_spread]
         return Decision("choices", "close", lang, cfg.say("choices", lang),
                         candidates=[c.brief() for c in close], score=top.score)
+
+
+def _readings(text: str, context: list[str] | None) -> list[str]:
+    """The message alone, and (after an earlier message) read together with the last one."""
+    return [text] + ([context[-1] + " " + text] if context else [])

@@ -100,7 +100,7 @@ class BotWorker:
 
         import redis.asyncio as aioredis
 
-        raw = self.redis.get(f"{self.prefix}merchant:{merchant}")
+        raw = self.bots[merchant][1]   # the merchant record this batch's refresh read already
         settings = ((orjson.loads(raw).get("settings") or {}).get("commerce") or {}) if raw else {}
         if settings.get("adapter", "builtin") == "builtin" and not self.redis.hlen(f"{self.prefix}m:{merchant}:orders"):
             return None
