@@ -14,6 +14,8 @@ from .session_lifecycle import LEADS, REOPEN_WITHIN_S, Lifecycle
 
 STATUSES = ("new", "bot", "queued", "assigned", "offline", "closed")
 MAX_REMEMBERED_CIDS = 512   # client message ids kept for dedupe: far more than a client has unacked
+MAX_REMEMBERED_NOTICES = 64  # ticket notices (job ids) kept for dedupe
+TICKETS = {"kind": "system", "id": "tickets"}
 MAX_SUBSCRIBERS = 32        # connections watching one conversation (customer tabs, agent, supervisors)
 
 
@@ -149,6 +151,17 @@ class SessionActor(BotTurns, Lifecycle, Actor):
 
     def _add_note(self, who: dict, text: str) -> None:
         self._append({"kind": "note", "content": {"text": text}, "from": who}, None, None, internal=True)
+
+    def on_ticket_notice(self, body: dict, env) -> None:
+        """A ticket of this conversation moved on (storage/tickets): the customer reads it here.
+        Sent at least once by the gateways' job runner; its job id makes a repeat a no-op."""
+        seen = self.state.setdefault("notices", [])
+        if body["job"] in seen:
+            return
+        seen.append(body["job"])
+        del seen[:-MAX_REMEMBERED_NOTICES]
+        self._append({"kind": "text", "content": {"text": str(body["text"]), "ticket": body["ticket"]},
+                      "from": TICKETS}, None, None)
 
     def on_typing(self, body: dict, env) -> None:
         self._check_access(body)

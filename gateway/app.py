@@ -80,6 +80,8 @@ def _mount_api(app: Quart, services) -> None:
     from .auth_api import auth_api
     from .commerce_api import commerce_api
     from .kb_api import kb_api
+    from .tickets_api import tickets_api
+    from .webhooks_api import webhooks_api
     from .ws import ws_api
     from storage.records import Conflict, NotFound
 
@@ -91,21 +93,27 @@ def _mount_api(app: Quart, services) -> None:
     app.register_blueprint(api)
     app.register_blueprint(kb_api)
     app.register_blueprint(commerce_api)
+    app.register_blueprint(tickets_api)
+    app.register_blueprint(webhooks_api)
     if services.router is not None:
+        from .background import Background
         from .monitor import Monitor
         from .web_api import web_api
 
         app.register_blueprint(ws_api)
         app.register_blueprint(web_api)
         monitor = app.config["PEAKDESK_MONITOR"] = Monitor(services)
+        background = app.config["PEAKDESK_BACKGROUND"] = Background(services)
 
         @app.before_serving
         async def start_monitor() -> None:
             monitor.start()
+            background.start()
 
         @app.after_serving
         async def stop_monitor() -> None:
             await monitor.stop()
+            await background.stop()
     if services.query is not None:
         from .events_api import events_api
         from .reports_api import reports_api

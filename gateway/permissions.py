@@ -62,6 +62,9 @@ class Action(str, enum.Enum):
     EVENTS_EXPORT = "events.export"
     COMMERCE_READ = "commerce.read"
     COMMERCE_WRITE = "commerce.write"
+    TICKET_READ = "ticket.read"
+    TICKET_WRITE = "ticket.write"
+    WEBHOOK_MANAGE = "webhook.manage"
 
 
 O, A, S, G, P = Role.OWNER, Role.ADMIN, Role.SUPERVISOR, Role.AGENT, Role.API
@@ -117,6 +120,9 @@ MATRIX: Mapping[Action, frozenset[Role]] = {
     Action.EVENTS_EXPORT: _MANAGERS | {P},
     Action.COMMERCE_READ: _PEOPLE | {P},
     Action.COMMERCE_WRITE: _MANAGERS | {P},
+    Action.TICKET_READ: _PEOPLE | {P},
+    Action.TICKET_WRITE: _PEOPLE | {P},
+    Action.WEBHOOK_MANAGE: _MANAGERS,
 }
 
 # Which roles a role may give (when creating an agent or changing its role) — and so which

@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from actors.bot.config import BotConfig
 from storage.commerce.config import CommerceSettings
+from storage.tickets.config import TicketSettings
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 _CONTROL_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -137,6 +138,7 @@ class MerchantSettings(Strict):
     bot: Optional[BotConfig] = None   # the bot (actors/bot/config.py): on while the knowledge base has entries
     alerts: Optional[Annotated[list[AlertRule], Field(max_length=50)]] = None
     commerce: Optional[CommerceSettings] = None   # products and orders: built-in store or the merchant's HTTP API
+    tickets: Optional[TicketSettings] = None      # departments, status flow, SLA per priority (storage/tickets)
 
     @model_validator(mode="after")
     def _unique_alert_names(self) -> "MerchantSettings":

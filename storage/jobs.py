@@ -1,0 +1,153 @@
+"""Durable side effects: jobs queued in the same MULTI/EXEC as the change that causes them
+(a ticket saved → its webhook and the customer's chat notice), run at least once by the
+gateways, retried with back-off, and kept for a human when they keep failing.
+
+Keys under the prefix:
+- `{p}jobs` — a stream, consumer group "dispatch"; field `j` holds the job (JSON: `kind`,
+  `merchant`, `id` (unique, the receivers' dedupe key), `attempt`, and the kind's fields);
+- `{p}jobs:retry` — a sorted set of jobs waiting for their next attempt, scored by its time (ms);
+- `{p}jobs:dead` — a list of jobs that failed `MAX_ATTEMPTS` times, with their last error.
+
+A gateway that dies mid-job leaves the entry pending; another claims it after `CLAIM_IDLE_MS`.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any, Awaitable, Callable
+
+import orjson
+import redis.exceptions
+from redis.asyncio import Redis
+
+log = logging.getLogger(__name__)
+
+GROUP = "dispatch"
+MAX_ATTEMPTS = 8
+BACKOFF_S = (2, 10, 30, 120, 600, 1800, 3600)
+CLAIM_IDLE_MS = 60_000
+MAX_DEAD = 10_000
+
+# move due retries back to the stream, atomically: a job is in exactly one of the two places
+_REQUEUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, job in ipairs(due) do
+  redis.call('ZREM', KEYS[1], job)
+  redis.call('XADD', KEYS[2], '*', 'j', job)
+end
+return #due
+"""
+
+
+def stream(prefix: str) -> str:
+    return f"{prefix}jobs"
+
+
+def retry_key(prefix: str) -> str:
+    return f"{prefix}jobs:retry"
+
+
+def dead_key(prefix: str) -> str:
+    return f"{prefix}jobs:dead"
+
+
+def enqueue(pipe: Any, prefix: str, kind: str, merchant: str, **fields: Any) -> str:
+    """Queue a job on `pipe` (inside the caller's MULTI); returns its id."""
+    job_id = uuid.uuid4().hex
+    pipe.xadd(stream(prefix), {"j": orjson.dumps({"kind": kind, "merchant": merchant, "id": job_id, "attempt": 0,
+                                                   **fields})})
+    return job_id
+
+
+Handler = Callable[[dict], Awaitable[None]]
+
+
+class Dispatcher:
+    """Runs jobs: `handlers[kind](job)` succeeds or raises (a retry later). One per gateway."""
+
+    def __init__(self, redis: Redis, prefix: str, consumer: str, handlers: dict[str, Handler],
+                 clock: Callable[[], float] = time.time, block_ms: int = 1000):
+        self.r, self.p, self.consumer, self.handlers = redis, prefix, consumer, handlers
+        self.clock, self.block_ms = clock, block_ms
+        self.done = self.failed = 0
+
+    async def ensure_group(self) -> None:
+        try:
+            await self.r.xgroup_create(stream(self.p), GROUP, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def run(self) -> None:
+        await self.ensure_group()
+        while True:
+            try:
+                await self.step()
+            except Exception:  # Redis away: try again shortly
+                log.exception("job dispatch failed")
+                await asyncio.sleep(1.0)
+
+    async def step(self) -> int:
+        """Requeue due retries, claim abandoned jobs, run what arrives; how many ran."""
+        await self.r.eval(_REQUEUE, 2, retry_key(self.p), stream(self.p), int(self.clock() * 1000), 100)
+        claimed = await self.r.xautoclaim(stream(self.p), GROUP, self.consumer, CLAIM_IDLE_MS, "0-0", count=50)
+        entries = list(claimed[1]) if claimed and len(claimed) > 1 else []
+        reply = await self.r.xreadgroup(GROUP, self.consumer, {stream(self.p): ">"}, count=50, block=self.block_ms)
+        for _, items in reply or []:
+            entries.extend(items)
+        for entry_id, fields in entries:
+            if fields:  # a deleted entry claimed again comes back empty
+                await self._run_one(entry_id, fields)
+            else:
+                await self.r.xack(stream(self.p), GROUP, entry_id)
+        return len(entries)
+
+    async def _run_one(self, entry_id, fields: dict) -> None:
+        raw = fields.get(b"j") or fields.get("j")
+        try:
+            job = orjson.loads(raw)
+            handler = self.handlers[job["kind"]]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            await self._settle(entry_id, dead={"raw": repr(raw)[:2000], "error": f"undecodable job: {exc!r}"})
+            return
+        try:
+            await handler(job)
+        except Exception as exc:  # noqa: BLE001 — any failure is retried, then kept for a human
+            self.failed += 1
+            attempt = int(job.get("attempt", 0)) + 1
+            error = f"{type(exc).__name__}: {exc}"[:500]
+            log.warning("job %s %s (merchant %s) attempt %d failed: %s", job["kind"], job["id"], job["merchant"],
+                        attempt, error)
+            job = {**job, "attempt": attempt, "error": error}
+            if attempt >= MAX_ATTEMPTS:
+                await self._settle(entry_id, dead=job)
+            else:
+                due = self.clock() + BACKOFF_S[min(attempt, len(BACKOFF_S)) - 1]
+                await self._settle(entry_id, retry=(job, due))
+            return
+        self.done += 1
+        await self._settle(entry_id)
+
+    async def _settle(self, entry_id, retry: tuple[dict, float] | None = None, dead: dict | None = None) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        pipe.xack(stream(self.p), GROUP, entry_id)
+        pipe.xdel(stream(self.p), entry_id)
+        if retry is not None:
+            pipe.zadd(retry_key(self.p), {orjson.dumps(retry[0]): int(retry[1] * 1000)})
+        if dead is not None:
+            pipe.lpush(dead_key(self.p), orjson.dumps(dead))
+            pipe.ltrim(dead_key(self.p), 0, MAX_DEAD - 1)
+        await pipe.execute()
+
+
+async def pending(r: Redis, prefix: str) -> dict:
+    """Jobs queued, waiting for a retry, and given up on (for /metrics and the CLI)."""
+    pipe = r.pipeline(transaction=False)
+    pipe.xlen(stream(prefix))
+    pipe.zcard(retry_key(prefix))
+    pipe.llen(dead_key(prefix))
+    queued, retrying, dead = await pipe.execute()
+    return {"queued": queued, "retrying": retrying, "dead": dead}
+
