@@ -107,6 +107,9 @@ class TicketSettings(_Model):
     def status(self, status_id: str) -> Status:
         return next(s for s in self.statuses if s.id == status_id)
 
+    def department(self, department_id: str) -> Department:
+        return next(d for d in self.departments if d.id == department_id)
+
     def check_fields(self, values: dict) -> dict:
         """The custom field values, checked against their definitions (ValueError names the field)."""
         known = {f.name: f for f in self.fields}

@@ -167,7 +167,7 @@ class TicketStore:
                     pipe.multi()
                     self._write(pipe, ticket, before, config)
                     self._effects(pipe, ticket, event, changes, by, config, endpoints,
-                                  notify="status" in changes or "escalated" in changes
+                                  notify=bool({"status", "department", "escalated"} & changes.keys())
                                   or (event == "ticket.commented" and not changes["comment"]["internal"]
                                       and by.get("kind") != "customer"))
                     await pipe.execute()
@@ -319,7 +319,10 @@ def _notice(ticket: dict, config: TicketSettings, event: str, changes: dict) -> 
         return head + changes["comment"]["text"]
     if "escalated" in changes:
         return head + "您的工单已加急处理。Your ticket has been escalated and is now a priority."
-    text = config.status(ticket["status"]).notify
+    text = config.status(ticket["status"]).notify if "status" in changes else ""
+    if not text and "department" in changes:
+        name = config.department(ticket["department"]).name
+        text = f"您的工单已转至{name}处理。Your ticket is now with {name}."
     return head + text if text else ""
 
 
