@@ -176,6 +176,22 @@ def merchant_list(as_json, data_dir, redis_url, prefix) -> None:
         click.echo(f"{m['merchant_id']:<24}{m['name']}")
 
 
+@main.command()
+@click.option("--retry-dead", is_flag=True, help="Run the jobs given up on again (after fixing their receiver).")
+@_system_options
+def jobs(retry_dead, data_dir, redis_url, prefix) -> None:
+    """Side effects (webhook deliveries, ticket notices): queued, retrying, given up."""
+    from storage import jobs as job_queue
+
+    async def run(rs):
+        revived = await job_queue.revive_dead(rs.r, rs.p) if retry_dead else None
+        return revived, await job_queue.pending(rs.r, rs.p)
+    revived, counts = _admin(data_dir, redis_url, prefix, run)
+    if revived is not None:
+        click.echo(f"queued again: {revived}")
+    _echo_json(counts)
+
+
 @main.group()
 def agent() -> None:
     """Agents of a merchant."""

@@ -29,7 +29,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 
 from actors.host import HEARTBEAT_TTL_S as HOST_HEARTBEAT_TTL_S
-from storage import outbox
+from storage import jobs, outbox
+from storage.tickets.store import due_key
 from storage.writer import WriterOptions
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,10 @@ class GatewayMetrics:
         pipe.get(f"{p}placement")
         pipe.get(outbox.backlog_key(p))
         pipe.xlen(outbox.dead_key(p))
+        pipe.xlen(jobs.stream(p))
+        pipe.zcard(jobs.retry_key(p))
+        pipe.llen(jobs.dead_key(p))
+        pipe.zcard(due_key(p))
         for shard in self.shards:
             key = outbox.stream_key(p, shard)
             pipe.xlen(key)
@@ -156,11 +161,12 @@ class GatewayMetrics:
             if isinstance(value, Exception):
                 raise value
         (sec, usec), raw_table, backlog, dead = res[:4]
+        job_counts = [int(v) if isinstance(v, int) else 0 for v in res[4:8]]
         now = sec + usec / 1e6  # Redis's clock: stream ids are stamped by it
         table = orjson.loads(raw_table) if raw_table else {"version": 0, "hosts": [], "draining": []}
         state: dict[str, Any] = {"now": now, "table": table, "backlog": int(backlog or 0), "dead": int(dead or 0),
-                                 "shards": {}, "writers": {}, "hosts": {}}
-        i = 4
+                                 "shards": {}, "writers": {}, "hosts": {}, "jobs": job_counts}
+        i = 8
         for shard in self.shards:
             length, first, pending = res[i:i + 3]
             i += 3
@@ -263,6 +269,11 @@ def _state_families(state: dict) -> list[Metric]:
     gauge("peakdesk_outbox_backlog_events", "Events in the Redis outbox not yet stored in ClickHouse"
           ).add_metric([], state["backlog"])
     gauge("peakdesk_outbox_dead_entries", "Undecodable outbox entries kept for a human").add_metric([], state["dead"])
+    queued, retrying, given_up, deadlines = state["jobs"]
+    gauge("peakdesk_jobs_queued", "Side effects (webhook deliveries, ticket notices) waiting to run").add_metric([], queued)
+    gauge("peakdesk_jobs_retrying", "Jobs that failed and wait for their next attempt").add_metric([], retrying)
+    gauge("peakdesk_jobs_dead", "Jobs given up after their last attempt, kept for a human").add_metric([], given_up)
+    gauge("peakdesk_ticket_deadlines", "Ticket SLA reminders and deadlines still to come").add_metric([], deadlines)
     entries = gauge("peakdesk_outbox_stream_entries", "Entries in the outbox stream (one per host round)", ["shard"])
     pending = gauge("peakdesk_outbox_pending_entries", "Entries read by a writer, not yet acknowledged", ["shard"])
     oldest = gauge("peakdesk_outbox_oldest_entry_age_seconds", "Age of the oldest entry in the shard (0 when empty)",

@@ -41,6 +41,20 @@ return #due
 """
 
 
+# give dead jobs another round (after the receiver is fixed), oldest first; the runner starts
+# their attempts again (field `revived`). The job's JSON moves as it is.
+_REVIVE = """
+local n = 0
+while n < tonumber(ARGV[1]) do
+  local raw = redis.call('RPOP', KEYS[1])
+  if not raw then break end
+  redis.call('XADD', KEYS[2], '*', 'j', raw, 'revived', '1')
+  n = n + 1
+end
+return n
+"""
+
+
 def stream(prefix: str) -> str:
     return f"{prefix}jobs"
 
@@ -109,6 +123,8 @@ class Dispatcher:
         try:
             job = orjson.loads(raw)
             handler = self.handlers[job["kind"]]
+            if fields.get(b"revived") or fields.get("revived"):
+                job = {**job, "attempt": 0}
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             await self._settle(entry_id, dead={"raw": repr(raw)[:2000], "error": f"undecodable job: {exc!r}"})
             return
@@ -140,6 +156,11 @@ class Dispatcher:
             pipe.lpush(dead_key(self.p), orjson.dumps(dead))
             pipe.ltrim(dead_key(self.p), 0, MAX_DEAD - 1)
         await pipe.execute()
+
+
+async def revive_dead(r: Redis, prefix: str, limit: int = 10_000) -> int:
+    """Run dead jobs again (an operator fixed the receiver); how many were queued."""
+    return int(await r.eval(_REVIVE, 2, dead_key(prefix), stream(prefix), limit))
 
 
 async def pending(r: Redis, prefix: str) -> dict:

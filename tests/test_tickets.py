@@ -9,6 +9,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from click.testing import CliRunner
+
+import cli
 
 from storage import jobs, outbox, webhooks
 from storage.tickets import TicketStore, ticket_settings
@@ -248,6 +251,24 @@ def test_webhooks_are_signed_retried_and_never_show_internal_notes_or_other_merc
             await runner.step()
             await runner.step()
             assert len(receiver.got) == 4 and receiver.got[-1][0]["x-peakdesk-delivery"] == first_try
+            assert await jobs.pending(api.r, prefix) == {"queued": 0, "retrying": 0, "dead": 0}
+
+            # down for good: given up after MAX_ATTEMPTS, kept with its error; revived once it is back
+            receiver.status = 500
+            await api.call("PATCH", f"/api/v1/tickets/{t['ticket_id']}", a.tokens["agent"], json={"priority": "urgent"})
+            for _ in range(jobs.MAX_ATTEMPTS):
+                await runner.step()
+                clock[0] += max(jobs.BACKOFF_S) + 1
+            assert await jobs.pending(api.r, prefix) == {"queued": 0, "retrying": 0, "dead": 1}
+            dead = json.loads(await api.r.lindex(jobs.dead_key(prefix), 0))
+            assert dead["attempt"] == jobs.MAX_ATTEMPTS and "answered 500" in dead["error"]
+            tries = len(receiver.got)
+            receiver.status = 200
+            out = await asyncio.to_thread(CliRunner().invoke, cli.main,
+                                          ["jobs", "--retry-dead", "--redis-url", redis_url, "--prefix", prefix])
+            assert out.exit_code == 0 and "queued again: 1" in out.output, out.output
+            await runner.step()
+            assert len(receiver.got) == tries + 1 and receiver.got[-1][0]["x-peakdesk-delivery"] == dead["id"]
             assert await jobs.pending(api.r, prefix) == {"queued": 0, "retrying": 0, "dead": 0}
             await runner.handlers["webhook"].aclose()
     run(main())
