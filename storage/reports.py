@@ -228,6 +228,21 @@ async def groups(query: Query, p: Params) -> tuple[list[str], list[list]]:
                   ["group_id", "queued", "served", "abandoned", "overflowed_out", "wait_avg_s", "wait_p90_s"])
 
 
+async def tickets(query: Query, p: Params) -> tuple[list[str], list[list]]:
+    """Tickets per department: opened, done (moved into a done status: resolved, closed),
+    escalated after a breached SLA, reminded before one; time from opening to done, hours."""
+    done = "type = 'ticket.updated' AND JSONExtractBool(payload, 'done') AND JSONHas(payload, 'changes', 'status')"
+    age = "JSONExtractInt(payload, 'age_ms')"
+    sql = f"""
+        SELECT group_id AS department, countIf(type = 'ticket.created') AS opened, countIf({done}) AS done,
+               countIf(type = 'ticket.escalated') AS escalated, countIf(type = 'ticket.sla_reminder') AS reminded,
+               round(avgIf({age}, {done}) / 3600000, 2), round(quantileIf(0.9)({age}, {done}) / 3600000, 2)
+        FROM events WHERE {RANGE} AND type IN ('ticket.created', 'ticket.updated', 'ticket.escalated', 'ticket.sla_reminder')
+        GROUP BY department ORDER BY opened DESC, department"""
+    return _table(await query(sql, p.sql_parameters()),
+                  ["department", "opened", "done", "escalated", "reminded", "time_to_done_avg_h", "time_to_done_p90_h"])
+
+
 async def issue_types(query: Query, p: Params) -> tuple[list[str], list[list]]:
     """What customers came about: the issue type of each conversation (from the widget or a
     diversion rule) and, for the bot's, the knowledge-base entries it answered most."""
@@ -356,7 +371,7 @@ REPORTS: dict[str, Callable[[Query, Params], Awaitable[tuple[list[str], list[lis
     "volume": volume, "response_times": response_times, "handle_time": handle_time, "waiting": waiting,
     "abandonment_by_wait": abandonment_by_wait, "agents": agents, "groups": groups, "issue_types": issue_types,
     "bot": bot, "bot_handoffs": bot_handoffs, "csat": csat, "csat_comments": csat_comments, "channels": channels,
-    "staffing": staffing,
+    "staffing": staffing, "tickets": tickets,
 }
 
 

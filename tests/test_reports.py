@@ -201,3 +201,29 @@ def test_bad_parameters_name_what_is_wrong(kwargs, named):
 def test_an_unknown_report_is_named(query):
     with pytest.raises(ReportError, match="report: unknown report 'nps'"):
         asyncio.run(run(query, "nps", Params.parse("m1", None, None, None, None)))
+
+
+def test_tickets_per_department_opened_done_escalated_and_time_to_done(sink):
+    def tk(type_, when, dept, tid, merchant="m3", **payload):
+        return ev(type_, when, merchant=merchant, group_id=dept, payload={"ticket_id": tid, **payload})
+    sink.insert([
+        tk("ticket.created", "2026-11-11T01:00:00", "after_sales", "t1"),
+        tk("ticket.updated", "2026-11-11T02:00:00", "after_sales", "t1", changes={"assignee": ["", "a1"]}, done=False),
+        tk("ticket.updated", "2026-11-11T03:00:00", "after_sales", "t1", changes={"status": ["in_progress", "resolved"]},
+           done=True, age_ms=2 * 3600_000),
+        tk("ticket.created", "2026-11-11T01:00:00", "after_sales", "t2"),
+        tk("ticket.sla_reminder", "2026-11-11T04:00:00", "after_sales", "t2"),
+        tk("ticket.escalated", "2026-11-11T05:00:00", "finance", "t2"),
+        tk("ticket.updated", "2026-11-11T09:00:00", "finance", "t2", changes={"status": ["in_progress", "closed"]},
+           done=True, age_ms=8 * 3600_000),
+        tk("ticket.created", "2026-11-11T01:00:00", "after_sales", "o1", merchant="m4"),   # another merchant's
+    ])
+
+    async def q(sql, parameters):
+        return sink.query(sql, parameters)
+    rows = {r["department"]: r for r in as_dicts(report(q, "tickets", merchant="m3"))}
+    assert rows["after_sales"] == {"department": "after_sales", "opened": 2, "done": 1, "escalated": 0, "reminded": 1,
+                                   "time_to_done_avg_h": 2.0, "time_to_done_p90_h": 2.0}
+    assert (rows["finance"]["opened"], rows["finance"]["done"], rows["finance"]["escalated"]) == (0, 1, 1)
+    assert rows["finance"]["time_to_done_avg_h"] == 8.0
+    assert [r["opened"] for r in as_dicts(report(q, "tickets", merchant="m4"))] == [1]

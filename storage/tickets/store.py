@@ -204,7 +204,8 @@ class TicketStore:
         ts = ticket["updated_at"]
         payload = {"ticket_id": ticket["ticket_id"], "number": ticket["number"], "status": ticket["status"],
                    "priority": ticket["priority"], "department": ticket["department"], "type": ticket["type"],
-                   "order_id": ticket["order_id"], "by": by, "changes": _brief(changes), "version": ticket["version"]}
+                   "order_id": ticket["order_id"], "by": by, "changes": _brief(changes), "version": ticket["version"],
+                   "done": ticket["status"] in config.done, "age_ms": ts - ticket["created_at"]}
         if event == "ticket.created":
             payload["issue_type"] = ticket["type"]
         outbox.append(pipe, self.p, self.shard, [Event(
