@@ -208,6 +208,9 @@ def test_webhooks_are_signed_retried_and_never_show_internal_notes_or_other_merc
             assert [w["webhook_id"] for w in listed["items"]] == [hook["webhook_id"]] and "secret" not in listed["items"][0]
             for role in ("agent", "supervisor", "api"):
                 assert (await api.call("GET", "/api/v1/webhooks", a.tokens[role]))[0] == 403
+            _, theirs = await api.call("GET", "/api/v1/webhooks", b.tokens["owner"])
+            assert theirs["items"] == []                                  # another merchant's endpoints: unseen,
+            assert (await api.call("DELETE", f"/api/v1/webhooks/{hook['webhook_id']}", b.tokens["owner"]))[0] == 404
             status, err = await api.call("POST", "/api/v1/webhooks", a.tokens["owner"],
                                          json={"url": "ftp://x", "events": ["ticket.created"]})
             assert status == 422 and err["field"] == "url"
