@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Optional
 
+import orjson
 from pydantic import Field, StringConstraints
 from quart import Blueprint, request
 from quart_schema import validate_request
@@ -182,6 +183,12 @@ async def transcript(ticket_id: str, who: Principal):
     ticket = await _store().get(who.merchant, ticket_id)
     if not ticket["session_id"]:
         return {"session_id": "", "items": []}
-    records = services().records
+    records, query = services().records, services().query
     key = ActorStore(records.r, records.p).log_key("session", who.merchant, ticket["session_id"])
-    return {"session_id": ticket["session_id"], "items": [frame for _, frame in await read_log(records.r, key, 0, 2000)]}
+    items = [frame for _, frame in await read_log(records.r, key, 0, 2000)]
+    if not items and query is not None:   # the live log is kept 7 days; ClickHouse holds every message since
+        rows = await query("SELECT type, payload FROM events WHERE merchant_id = {m:String} AND session_id = {s:String}"
+                           " AND type IN ('message.sent', 'note.added') ORDER BY seq LIMIT 2000",
+                           {"m": who.merchant, "s": ticket["session_id"]})
+        items = [{**orjson.loads(p), **({"internal": True} if t == "note.added" else {})} for t, p in rows]
+    return {"session_id": ticket["session_id"], "items": items}

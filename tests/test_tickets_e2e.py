@@ -135,6 +135,14 @@ def test_an_order_question_becomes_a_ticket_that_escalates_while_the_customer_wa
         assert [r[0] for r in rows] == ["ticket.created", "ticket.updated", "ticket.updated", "ticket.sla_reminder",
                                         "ticket.escalated"]
         assert rows[-1][1] == "finance"
+        # a week on, the live log has expired: the ticket's conversation comes from ClickHouse
+        import redis as sync_redis
+        r = sync_redis.Redis.from_url(pd.settings.redis_url)
+        assert r.delete(f"tk:m:demo:log:session:{session}") == 1
+        r.close()
+        transcript = pd.request("GET", f"/api/v1/tickets/{tid}/transcript", None, pd.owner_token)["items"]
+        texts_then = [m["content"].get("text", "") for m in transcript]
+        assert any("我的快递到哪了" in x for x in texts_then) and sum("【工单" in x for x in texts_then) == 4
         deadline = time.monotonic() + 15
         while len(receiver.got) < 5 and time.monotonic() < deadline:
             time.sleep(0.2)
