@@ -76,8 +76,8 @@ class BotTurns:
             self._hand_over("bot_error", priority=None)
             return
         action = body.get("action")
-        payload = {k: body.get(k) for k in ("reason", "entry_id", "score", "sentiment", "lang", "ms", "order_id")
-                   if body.get(k) is not None}
+        payload = {k: body.get(k) for k in ("reason", "entry_id", "score", "sentiment", "lang", "ms", "order_id",
+                                            "product_ids") if body.get(k) is not None}
         payload["candidates"] = [c.get("id") for c in body.get("candidates") or []]
         if action == "handoff":
             self._hand_over(str(body.get("reason", "")), text=str(body.get("text", "")), payload=payload,
@@ -87,10 +87,12 @@ class BotTurns:
         if action == "choices":
             content["choices"] = [{"id": c["id"], "question": c["question"]} for c in body.get("candidates") or []]
             s["bot"]["failures"] += 1
-        elif action == "answer":
+        elif action == "answer" or body.get("reason") == "product_comparison":   # the customer got what they asked
             s["bot"]["failures"] = 0
-        if body.get("cards") and action in ("answer", "reply"):   # a KB entry's cards, an order card
+        if body.get("cards") and action in ("answer", "reply"):   # a KB entry's cards, an order or product card
             content["cards"] = body["cards"]
+        if body.get("comparison") and action == "reply":          # two products side by side (actors/bot/compare.py)
+            content["comparison"] = body["comparison"]
         self.emit({"answer": "bot.answered", "choices": "bot.choices"}.get(action, "bot.replied"),
                   payload=payload, **self._cols())
         self._append({"kind": "text", "content": content, "from": BOT}, None, None)

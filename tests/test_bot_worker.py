@@ -174,5 +174,8 @@ def test_where_is_my_order_is_answered_live_and_only_with_the_customers_own_orde
     # a customer with no orders is asked for the number; the number then answers
     assert ask_as("c3", "我的包裹什么时候到")["reason"] == "order_number_needed"
     assert ask_as("c1", "TB20261111001", context=["我的包裹什么时候到"])["reason"] == "order_status"
+    # a complaint or a request for a person about an order goes to a person, not to the tracking
+    for text in ("投诉！快递到哪了", "转人工，我的快递到底到哪了"):
+        assert ask_as("c1", text)["action"] == "handoff", text
     # a question that is not about an order: the knowledge base answers as before
     assert ask_as("c1", "退款一般多久能到账")["action"] == "answer"

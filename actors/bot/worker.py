@@ -20,7 +20,7 @@ import redis
 from storage.commerce.config import adapter_for
 from storage.knowledge import load_sync, version_sync
 
-from . import embed, orders, sentiment, text
+from . import compare, embed, orders, sentiment, text
 from .config import BotConfig
 from .engine import Bot, Decision
 from .index import KBIndex
@@ -83,8 +83,13 @@ class BotWorker:
             return {"req": request["req"], "mode": "assist", "seq": request.get("seq", 0), "suggestions": found}
         choice = request.get("choice")
         context = request.get("context") or []
-        if not choice and orders.asks_about_order(query, context):
+        if not choice and orders.asks_about_order(query, context) and compare.for_the_bot(query):
             live = self._order_answer(request["actor"].split(":", 2)[1], str(request.get("customer_id", "")), query)
+            if live is not None:
+                return {"req": request["req"], "mode": "answer", "candidates": [], "entry_id": "", "score": 1.0,
+                        "sentiment": "neutral", "ms": 0.0, **live}
+        if compare.is_choice(choice) or (not choice and compare.asks_to_compare(query)):
+            live = self._compare_answer(request["actor"].split(":", 2)[1], query, choice)
             if live is not None:
                 return {"req": request["req"], "mode": "answer", "candidates": [], "entry_id": "", "score": 1.0,
                         "sentiment": "neutral", "ms": 0.0, **live}
@@ -115,6 +120,34 @@ class BotWorker:
                     await shop.close()
                 await r.aclose()
         self.stats["order_answers"] = self.stats.get("order_answers", 0) + 1
+        return asyncio.run(ask())
+
+    def _compare_answer(self, merchant: str, query: str, choice: str | None) -> dict | None:
+        """Two products side by side from the merchant's catalogue, when it has one (products in the
+        built-in store, or the HTTP adapter's `search_products` endpoint); None: the knowledge base
+        answers instead. Never longer than the merchant's adapter timeout (actors/bot/compare.py)."""
+        import asyncio
+
+        import redis.asyncio as aioredis
+
+        raw = self.bots[merchant][1]   # the merchant record this batch's refresh read already
+        settings = ((orjson.loads(raw).get("settings") or {}).get("commerce") or {}) if raw else {}
+        if settings.get("adapter", "builtin") == "builtin":
+            if not self.redis.hlen(f"{self.prefix}m:{merchant}:products"):
+                return None
+        elif "search_products" not in ((settings.get("http") or {}).get("endpoints") or {}):
+            return None
+
+        async def ask():
+            r = aioredis.from_url(self.settings.redis_url)
+            shop = adapter_for(r, self.prefix, merchant, settings)
+            try:
+                return await compare.answer(shop, query, choice, compare.time_budget(settings))
+            finally:
+                if hasattr(shop, "close"):
+                    await shop.close()
+                await r.aclose()
+        self.stats["comparisons"] = self.stats.get("comparisons", 0) + 1
         return asyncio.run(ask())
 
     def _phrase(self, bot: Bot, decision: Decision, query: str) -> None:
