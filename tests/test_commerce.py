@@ -81,6 +81,9 @@ def test_bad_records_roles_and_other_merchants_are_refused(redis_url, prefix):
             assert status == 422 and answer["message"].startswith("[1].price")
             status, _ = await api.call("PUT", "/api/v1/commerce/orders/TB20261111001", a.tokens["agent"], json=ORDER_C1)
             assert status == 403
+            status, answer = await api.call("PATCH", "/api/v1/merchant", a.tokens["owner"], json={"settings": {"commerce": {
+                "adapter": "http", "http": {"base_url": "http://127.0.0.1:1/api", "timeout_s": 8}}}})
+            assert status == 422 and "timeout_s" in answer["field"], answer   # slower than the bot's turn
             assert await api.dump("shop-a") == before
             for role in ("owner", "agent", "api"):
                 _, theirs = await api.call("GET", "/api/v1/commerce/customers/c1/orders", b.tokens[role])

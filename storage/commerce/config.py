@@ -13,7 +13,8 @@ class HttpSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     base_url: str = Field(pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$", max_length=500)
     headers: dict[str, str] = Field(default_factory=dict, max_length=20)   # e.g. Authorization: Bearer …
-    timeout_s: float = Field(default=2.0, gt=0, le=10)
+    # at most 4 s: the bot's live answers (orders, comparisons) must land inside its 5 s turn
+    timeout_s: float = Field(default=2.0, gt=0, le=4)
     cache_s: float = Field(default=30.0, ge=0, le=3600)
     endpoints: dict[Literal[tuple(DEFAULT_ENDPOINTS)], str] = Field(default_factory=dict)  # type: ignore[valid-type]
     map: dict = Field(default_factory=dict)
