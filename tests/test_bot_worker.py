@@ -179,3 +179,32 @@ def test_where_is_my_order_is_answered_live_and_only_with_the_customers_own_orde
         assert ask_as("c1", text)["action"] == "handoff", text
     # a question that is not about an order: the knowledge base answers as before
     assert ask_as("c1", "退款一般多久能到账")["action"] == "answer"
+
+
+def test_one_merchants_slow_order_system_holds_up_nobody_else_in_the_batch(worker, redis_server):
+    from storage.commerce import Order
+    from storage.commerce.builtin import BuiltinStore
+    from tests.oms_server import OMS, settings as oms_settings
+
+    with OMS() as oms:
+        oms.mode = "slow"   # answers after 3 s; the merchant's timeout is 1 s
+
+        async def setup():
+            r = aioredis.from_url(redis_server.url)
+            await RecordStore(r, "bw:").create_merchant("slowshop", "Slow", {"commerce": oms_settings(oms.url, 1.0)},
+                                                        actor="test")
+            await BuiltinStore(r, "bw:", "plain").save_order(Order.model_validate(
+                {"order_id": "TB20261111009", "customer_id": "c9", "status": "paid", "items": [{"title": "耳机"}]}))
+            await r.aclose()
+        asyncio.run(setup())
+        batch = [{"actor": f"session:slowshop:s{i}", "req": i, "mode": "answer", "text": "我的快递到哪了",
+                  "customer_id": "c1"} for i in range(3)]
+        batch += [{"actor": "session:plain:s8", "req": 8, "mode": "answer", "text": "快递到哪了", "customer_id": "c9"},
+                  {"actor": "session:plain:s9", "req": 9, "mode": "answer", "text": "退款一般多久能到账"}]
+        started = time.monotonic()
+        answers = [a["body"] for a in worker.handle(batch)]
+        took = time.monotonic() - started
+    assert [a["reason"] for a in answers[:3]] == ["order_system_unavailable"] * 3
+    assert answers[3]["reason"] == "order_status" and "TB20261111009" in answers[3]["text"]
+    assert answers[4]["entry_id"] == "refund-time"
+    assert took < 2.5, took      # the lookups ran at once: one timeout, not three

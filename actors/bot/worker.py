@@ -17,10 +17,9 @@ import numpy as np
 import orjson
 import redis
 
-from storage.commerce.config import adapter_for
 from storage.knowledge import load_sync, version_sync
 
-from . import compare, embed, orders, sentiment, text
+from . import embed, live, sentiment, text
 from .config import BotConfig
 from .engine import Bot, Decision
 from .index import KBIndex
@@ -58,22 +57,48 @@ class BotWorker:
     # -- requests ------------------------------------------------------------------------------
     def handle(self, requests: list[dict]) -> list[dict]:
         self.stats["batches"] += 1
-        answers = []
+        bodies: dict[int, dict] = {}
+        lookups: list[live.Lookup] = []
         checked: set[str] = set()
-        for request in requests:
+        for i, request in enumerate(requests):
             self.stats["requests"] += 1
             merchant = request["actor"].split(":", 2)[1]
             try:
                 if merchant not in checked:
                     self._refresh(merchant)
                     checked.add(merchant)
-                body = self._answer(self.bots[merchant][2], request)
+                kind = live.kind_of(request)
+                settings = live.commerce_settings(self.bots[merchant][1]) if kind else {}
+                if kind and live.has_data(self.redis, self.prefix, merchant, settings, kind):
+                    lookups.append(live.Lookup(i, merchant, settings, kind, request))
             except Exception as exc:  # a bad KB or a bug: the session hands over on `failed`
-                self.stats["errors"] += 1
-                log.exception("bot worker %s: request for %s failed", self.name, request.get("actor"))
-                body = {"req": request.get("req"), "mode": request.get("mode", "answer"), "failed": str(exc)[:200]}
+                bodies[i] = self._failed(request, exc)
+        try:
+            found = live.run(self.settings.redis_url, self.prefix, lookups)
+        except Exception as exc:  # noqa: BLE001 — those questions go to people, the rest are answered
+            found = {}
+            for lk in lookups:
+                bodies[lk.index] = self._failed(lk.request, exc)
+        for lk in lookups:
+            self.stats[f"{lk.kind}_answers"] = self.stats.get(f"{lk.kind}_answers", 0) + 1
+        answers = []
+        for i, request in enumerate(requests):
+            body = bodies.get(i)
+            if body is None and found.get(i) is not None:
+                body = {"req": request["req"], "mode": "answer", "candidates": [], "entry_id": "", "score": 1.0,
+                        "sentiment": "neutral", "ms": 0.0, **found[i]}
+            if body is None:
+                try:
+                    body = self._answer(self.bots[request["actor"].split(":", 2)[1]][2], request)
+                except Exception as exc:
+                    body = self._failed(request, exc)
             answers.append({"actor": request["actor"], "type": "bot_reply", "body": body})
         return answers
+
+    def _failed(self, request: dict, exc: BaseException) -> dict:
+        self.stats["errors"] += 1
+        log.error("bot worker %s: request for %s failed", self.name, request.get("actor"), exc_info=exc)
+        return {"req": request.get("req"), "mode": request.get("mode", "answer"), "failed": str(exc)[:200]}
 
     def _answer(self, bot: Bot, request: dict) -> dict:
         mode = request.get("mode", "answer")
@@ -83,72 +108,10 @@ class BotWorker:
             return {"req": request["req"], "mode": "assist", "seq": request.get("seq", 0), "suggestions": found}
         choice = request.get("choice")
         context = request.get("context") or []
-        if not choice and orders.asks_about_order(query, context) and compare.for_the_bot(query):
-            live = self._order_answer(request["actor"].split(":", 2)[1], str(request.get("customer_id", "")), query)
-            if live is not None:
-                return {"req": request["req"], "mode": "answer", "candidates": [], "entry_id": "", "score": 1.0,
-                        "sentiment": "neutral", "ms": 0.0, **live}
-        if compare.is_choice(choice) or (not choice and compare.asks_to_compare(query)):
-            live = self._compare_answer(request["actor"].split(":", 2)[1], query, choice)
-            if live is not None:
-                return {"req": request["req"], "mode": "answer", "candidates": [], "entry_id": "", "score": 1.0,
-                        "sentiment": "neutral", "ms": 0.0, **live}
         decision = bot.choose(choice) if choice else bot.decide(query, context, int(request.get("failures", 0)))
         if decision.action == "answer" and bot.config.llm and self.llm is not None:
             self._phrase(bot, decision, query)
         return {"req": request["req"], "mode": "answer", **decision.to_dict()}
-
-    def _order_answer(self, merchant: str, customer_id: str, query: str) -> dict | None:
-        """Live order status from the merchant's systems, when it has any (the HTTP adapter, or
-        orders in the built-in store); None: answer from the knowledge base instead."""
-        import asyncio
-
-        import redis.asyncio as aioredis
-
-        raw = self.bots[merchant][1]   # the merchant record this batch's refresh read already
-        settings = ((orjson.loads(raw).get("settings") or {}).get("commerce") or {}) if raw else {}
-        if settings.get("adapter", "builtin") == "builtin" and not self.redis.hlen(f"{self.prefix}m:{merchant}:orders"):
-            return None
-
-        async def ask():
-            r = aioredis.from_url(self.settings.redis_url)
-            shop = adapter_for(r, self.prefix, merchant, settings)
-            try:
-                return await orders.answer(shop, customer_id, query)
-            finally:
-                if hasattr(shop, "close"):
-                    await shop.close()
-                await r.aclose()
-        self.stats["order_answers"] = self.stats.get("order_answers", 0) + 1
-        return asyncio.run(ask())
-
-    def _compare_answer(self, merchant: str, query: str, choice: str | None) -> dict | None:
-        """Two products side by side from the merchant's catalogue, when it has one (products in the
-        built-in store, or the HTTP adapter's `search_products` endpoint); None: the knowledge base
-        answers instead. Never longer than the merchant's adapter timeout (actors/bot/compare.py)."""
-        import asyncio
-
-        import redis.asyncio as aioredis
-
-        raw = self.bots[merchant][1]   # the merchant record this batch's refresh read already
-        settings = ((orjson.loads(raw).get("settings") or {}).get("commerce") or {}) if raw else {}
-        if settings.get("adapter", "builtin") == "builtin":
-            if not self.redis.hlen(f"{self.prefix}m:{merchant}:products"):
-                return None
-        elif "search_products" not in ((settings.get("http") or {}).get("endpoints") or {}):
-            return None
-
-        async def ask():
-            r = aioredis.from_url(self.settings.redis_url)
-            shop = adapter_for(r, self.prefix, merchant, settings)
-            try:
-                return await compare.answer(shop, query, choice, compare.time_budget(settings))
-            finally:
-                if hasattr(shop, "close"):
-                    await shop.close()
-                await r.aclose()
-        self.stats["comparisons"] = self.stats.get("comparisons", 0) + 1
-        return asyncio.run(ask())
 
     def _phrase(self, bot: Bot, decision: Decision, query: str) -> None:
         grounding = [bot.index.entry(c["id"]) for c in decision.candidates[:3]]
