@@ -80,6 +80,7 @@ def _mount_api(app: Quart, services) -> None:
     from .auth_api import auth_api
     from .commerce_api import commerce_api
     from .kb_api import kb_api
+    from .widget_commerce_api import me_api
     from .tickets_api import tickets_api
     from .webhooks_api import webhooks_api
     from .ws import ws_api
@@ -93,6 +94,7 @@ def _mount_api(app: Quart, services) -> None:
     app.register_blueprint(api)
     app.register_blueprint(kb_api)
     app.register_blueprint(commerce_api)
+    app.register_blueprint(me_api)
     app.register_blueprint(tickets_api)
     app.register_blueprint(webhooks_api)
     if services.router is not None:

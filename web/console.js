@@ -8,6 +8,8 @@
   const app = document.getElementById("app");
   const state = {token: sessionStorage.getItem("pd:token"), me: null, convs: new Map(), active: null, conn: null};
   let LEAD = false;
+  const shop = typeof PDCommerce === "undefined" ? null : PDCommerce;  // web/commerce.js: orders and products, the cards
+  const desk = window.PDTickets || null;    // web/tickets.js: departments' tickets, a ticket from the conversation
 
   function loginForm(error) {
     const merchant = el("input", {id: "merchant", value: "demo", "aria-label": t("merchant")});
@@ -32,6 +34,7 @@
     catch (err) { sessionStorage.removeItem("pd:token"); return loginForm(err.message); }
     state.load = attachmentLoader(state.token);
     LEAD = ["owner", "admin", "supervisor"].includes(state.me.role);
+    if (shop) shop.attach({token: () => state.token, send: sendContent, customerOf: (s) => (state.convs.get(s) || {}).customer || ""});
     render();
     state.conn = new Connection(state.token, onFrame, (s) => { document.getElementById("link").textContent = s === "open" ? "●" : "○"; });
   }
@@ -44,10 +47,12 @@
         el("button", {onclick: toggleLang, text: t("lang")})),
       el("div", {class: "layout"},
         el("nav", {class: "list"}, el("h2", {text: t("mine")}), el("div", {id: "convs"}),
-          el("h2", {text: t("queued")}), el("div", {id: "queued"}),
+          el("h2", {text: t("queued")}), el("div", {id: "queued"}), el("div", {id: "ticket-queue"}),
           ...(LEAD ? [el("h2", {text: t("all")}), el("div", {id: "all"})] : [])),
         el("main", {class: "chat", id: "chat"}, el("div", {class: "messages", id: "messages"})),
-        el("div", {class: "side"}, el("aside", {id: "side"}), teamPane())));
+        el("div", {class: "side"}, el("aside", {id: "side"}), el("aside", {id: "commerce", class: "commerce"}),
+          el("aside", {id: "tickets", class: "tickets"}), teamPane())));
+    if (desk) desk.attach({token: () => state.token, me: () => state.me});
     renderList();
     poll(); setInterval(poll, 3000);
   }
@@ -105,6 +110,12 @@
   }
 
   function onFrame(f) {
+    handleFrame(f);
+    if (shop) shop.frame(f);
+    if (desk) desk.frame(f);
+  }
+
+  function handleFrame(f) {
     if (f.t === "agent") {
       document.getElementById("status").value = f.status;
       for (const s of f.sessions) conv(s);
@@ -153,6 +164,8 @@
     const c = conv(session); state.active = session; c.unread = false; document.title = "peakdesk";
     if (!c.subscribed) { c.subscribed = true; state.conn.send({t: "subscribe", session, after: state.conn.lastSeq[session] || 0}); }
     renderList(); renderChat(c); renderSide(c);
+    if (shop) shop.select(c);  // loads on its own: never holds up the chat
+    if (desk) desk.select(c);
   }
 
   function renderChat(c) {
@@ -215,10 +228,15 @@
     input.value = "";
     if (!res.ok) { addSystem(c, "⚠ " + (meta.message || res.statusText)); return; }
     const kind = ["image", "audio", "video"].find((k) => meta.mime.startsWith(k + "/")) || "file";
-    const content = {attachment_id: meta.attachment_id, name: meta.name, mime: meta.mime, size: meta.size};
+    sendContent(c, kind, {attachment_id: meta.attachment_id, name: meta.name, mime: meta.mime, size: meta.size});
+  }
+
+  // A message of any kind to the customer (attachments, product and order cards), shown at once.
+  function sendContent(c, kind, content) {
     const id = cid();
     state.conn.sendMessage({t: "msg", cid: id, session: c.session, kind, content});
-    const local = {t: "msg", mine: true, cid: id, kind, content}; c.messages.push(local); appendMessage(local);
+    const local = {t: "msg", mine: true, cid: id, kind, content}; c.messages.push(local);
+    if (c.session === state.active) appendMessage(local);
   }
 
   function appendMessage(m) {
@@ -228,7 +246,7 @@
       const mine = m.mine || (m.from && m.from.kind === "agent" && m.from.id === state.me.agent_id);
       const bot = m.from && m.from.kind === "bot";  // what the bot told the customer before the handover
       const node = el("div", {class: "msg" + (mine ? " mine" : "") + (m.internal ? " internal" : "") + (bot ? " bot" : "")},
-        bot ? el("small", {class: "who", text: t("bot")}) : "", renderContent(m, state.load));
+        bot ? el("small", {class: "who", text: t("bot")}) : "", (shop && shop.render(m)) || renderContent(m, state.load));
       for (const ch of (bot && m.content && m.content.choices) || []) node.append(el("div", {class: "choice", text: "• " + ch.question}));
       if (m.seq) node.dataset.seq = m.seq;
       box.append(node);
