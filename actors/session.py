@@ -57,7 +57,9 @@ class SessionActor(BotTurns, Lifecycle, Actor):
             self.push(body["connection"], {"t": "subscribed", "session": self.ref.id, "last_seq": st.get("seq", 0),
                                            "after": int(body["after"]), "status": st["status"],
                                            "agent_id": st["agent_id"], "position": st.get("position", 0),
-                                           "eta_s": st.get("eta_s", 0)})
+                                           "eta_s": st.get("eta_s", 0),
+                                           **({"entry": st["entry"]} if st.get("entry") and
+                                              body.get("role", "customer") != "customer" else {})})
         subs = self.state.setdefault("subs", {})
         subs.pop(body["connection"], None)
         subs[body["connection"]] = body.get("role", "customer")

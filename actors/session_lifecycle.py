@@ -60,7 +60,8 @@ class Lifecycle:
                  group=str(body.get("group") or "default"), priority=int(body.get("priority", 0)),
                  skills=[str(k) for k in body.get("skills", [])], routing=body.get("routing"),
                  idle_close_s=float(body.get("idle_close_s", IDLE_CLOSE_S)), created_at=self.clock(),
-                 assist=bool(body.get("assist") or body.get("bot")))  # the merchant has a knowledge base
+                 assist=bool(body.get("assist") or body.get("bot")),  # the merchant has a knowledge base
+                 entry=dict(body.get("entry") or {}))   # the page it started on (its product): the agent's panel
         payload = {k: body[k] for k in ("entry", "issue_type", "rule") if body.get(k)}
         if body.get("bot"):
             self._bot_open(body)

@@ -69,9 +69,22 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+class ComparisonRow(Strict):
+    name: _line(100)
+    a: _line(300, 0)
+    b: _line(300, 0)
+
+
+class Comparison(Strict):
+    """Two products side by side (an agent's comparison from the console's panel)."""
+    products: Annotated[list["ProductContent"], Field(min_length=2, max_length=2)]
+    rows: Annotated[list[ComparisonRow], Field(min_length=1, max_length=60)]
+
+
 class TextContent(Strict):
     text: Text
     choice: Optional[_line(64)] = None   # the id of a knowledge-base entry the bot offered, picked
+    comparison: Optional[Comparison] = None   # the text then holds the same table, for channels without tables
 
 
 class RichContent(Strict):
@@ -111,6 +124,7 @@ class OrderContent(Strict):
     items: Annotated[list[OrderItem], Field(max_length=50)] = []
 
 
+Comparison.model_rebuild()
 CONTENT = {"text": TextContent, "rich": RichContent, "emoji": EmojiContent, "image": AttachmentContent,
            "audio": AttachmentContent, "video": AttachmentContent, "file": AttachmentContent,
            "product": ProductContent, "order": OrderContent}

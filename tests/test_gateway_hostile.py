@@ -41,6 +41,13 @@ ERRORS = [
                                  "content": {"product_id": "1", "title": "t", "price": "free"}}, "invalid_frame"),
     ("script URL in a card", {"t": "msg", "cid": "x", "session": S, "kind": "product",
                               "content": {"product_id": "1", "title": "t", "url": "javascript:alert(1)"}}, "invalid_frame"),
+    ("comparison of one product", {"t": "msg", "cid": "x", "session": S, "kind": "text", "content": {
+        "text": "a", "comparison": {"products": [{"product_id": "1", "title": "t"}], "rows": [{"name": "n", "a": "1", "b": "2"}]}}}, "invalid_frame"),
+    ("comparison with a script card", {"t": "msg", "cid": "x", "session": S, "kind": "text", "content": {
+        "text": "a", "comparison": {"products": [{"product_id": "1", "title": "t"}, {"product_id": "2", "title": "t", "url": "javascript:x"}],
+                                    "rows": [{"name": "n", "a": "1", "b": "2"}]}}}, "invalid_frame"),
+    ("comparison of 61 rows", {"t": "msg", "cid": "x", "session": S, "kind": "text", "content": {
+        "text": "a", "comparison": {"products": [{"product_id": "1", "title": "t"}, {"product_id": "1", "title": "t"}], "rows": [{"name": "n", "a": "1", "b": "2"}] * 61}}}, "invalid_frame"),
     ("read of seq 0", {"t": "read", "session": S, "seq": 0}, "invalid_frame"),
     ("typing not a boolean", {"t": "typing", "session": S, "on": "yes"}, "invalid_frame"),
     ("subscribe after negative", {"t": "subscribe", "session": S, "after": -5}, "invalid_frame"),

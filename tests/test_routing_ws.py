@@ -46,6 +46,23 @@ async def online(client) -> dict:
     return await client.until("agent", status="online")
 
 
+def test_the_agent_learns_the_page_the_conversation_started_on_when_subscribing(pd):
+    g = group(pd)
+    _, token = agent(pd, [g])
+
+    async def main():
+        async with connect(pd.url, token) as a, connect(pd.url, pd.visitor_token()) as c:
+            await online(a)
+            entry = {"page": "https://shop.example/p/rc-3l", "product_id": "rc-3l"}
+            session = await c.open(group=g, entry=entry)
+            await a.until("assigned", session=session)
+            await a.subscribe(session)
+            assert (await a.until("subscribed", session=session))["entry"] == entry   # for the side panel
+            await c.subscribe(session)
+            assert "entry" not in await c.until("subscribed", session=session)        # the customer knows it
+    trio.run(main)
+
+
 def test_an_online_agent_gets_the_conversation_closes_it_and_the_customer_rates_it(pd):
     g = group(pd)
     agent_id, token = agent(pd, [g])

@@ -250,9 +250,10 @@ def test_the_agent_searches_sends_and_compares_products(pd, browser):
     assert rows[0].split("\t") == ["价格 Price", "299.00 CNY", "459.00 CNY"]
     assert "容量 Capacity\t3 L\t5 L" in rows and "内胆 Inner pot\t陶瓷 Ceramic\t—" in rows
     console.click("#pd-send-compare")
-    sent = customer.locator(".m", has_text="容量 Capacity：3 L ｜ 5 L")
+    sent = customer.locator(".m", has_text="商品对比 Comparison").locator("table.cmp")   # drawn as a table
     sent.wait_for()
-    assert "A：智能电饭煲 Rice cooker 3L" in sent.inner_text() and "主要区别 Differs in：价格 Price、容量 Capacity" in sent.inner_text()
+    assert "容量 Capacity\t3 L\t5 L" in sent.locator("tbody tr").all_inner_texts()
+    assert "Rice cooker 3L" in sent.locator("thead").inner_text()
     # the bot's comparison message (docs/bot.md): the table itself and its two product cards
     bot_message = {"kind": "text", "from": {"kind": "bot", "id": "bot"}, "content": {
         "text": "为您对比这两款商品：", "cards": [{"type": "product", **productish(COOKER_3L)}, {"type": "product", **productish(KETTLE)}],

@@ -306,12 +306,20 @@ const PDCommerce = (() => {
     if (!current(gen) || panel.picks[0] !== a || panel.picks[1] !== b) return;
     if (!res.ok) { box.replaceChildren(problem(res, () => renderCompare(gen))); return; }
     box.replaceChildren(comparisonTable(res.data), el("button", {id: "pd-send-compare", text: t("send_compare"), onclick: (e) => {
-      panel.host.send(panel.conv, "text", {text: comparisonText(res.data)}); e.target.textContent = "✓ " + t("sent");
+      panel.host.send(panel.conv, "text", {text: comparisonText(res.data), comparison: comparisonContent(res.data)});
+      e.target.textContent = "✓ " + t("sent");
     }}));
   }
 
-  // The protocol's `text` content takes no `comparison` from clients (gateway/protocol.py), so an
-  // agent sends the table as text, laid out like the bot's (docs/bot.md, "Comparing two products").
+  // The table as the protocol's `comparison` (the widget draws it) and as text, laid out like the
+  // bot's (docs/bot.md, "Comparing two products"), for channels that draw no tables.
+  function comparisonContent(cmp) {
+    const cut = (v) => line(v === undefined || v === null ? "" : String(v), 300);
+    return {products: cmp.products.map(productContent),
+            rows: (cmp.rows || []).slice(0, 60).map((r) => Array.isArray(r) ? {name: line(String(r[0]), 100) || "—", a: cut(r[1]), b: cut(r[2])}
+              : {name: line(String(r.name || ""), 100) || "—", a: cut(r.a), b: cut(r.b)})};
+  }
+
   function comparisonText(cmp) {
     const [a, b] = cmp.products;
     const rows = (cmp.rows || []).map((r) => Array.isArray(r) ? r : [r.name, r.a, r.b]);
