@@ -130,3 +130,12 @@ def test_bad_flags_are_named_and_start_nothing(tmp_path):
     proc = subprocess.run([sys.executable, "-c", "import cli; cli.main()", "bench", "--smoke", "--data-dir",
                            str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "demo-login.txt" in proc.stderr
+
+
+def test_the_tickets_benchmark_runs_against_a_given_redis(redis_server):
+    out = subprocess.run([sys.executable, "-m", "bench.tickets", "--tickets", "40", "--merchants", "2",
+                          "--redis-url", redis_server.url], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    for line in ("create:", "update:", "comment:", "sweep:", "webhook deliveries queued"):
+        assert line in out.stdout, out.stdout
+    assert "160 webhook deliveries queued (1.00 per change)" in out.stdout   # every change, one delivery
