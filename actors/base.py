@@ -38,7 +38,7 @@ class Rejected(Exception):
 class Turn:
     """What one handler produced; committed together or not at all."""
 
-    __slots__ = ("events", "sends", "pushes", "logs", "asks")
+    __slots__ = ("events", "sends", "pushes", "logs", "asks", "jobs")
 
     def __init__(self) -> None:
         self.events: list[Event] = []
@@ -46,6 +46,7 @@ class Turn:
         self.pushes: list[tuple[str, dict]] = []   # (connection "gateway/conn", frame)
         self.logs: list[tuple[int, dict]] = []     # (seq, record) for this actor's log
         self.asks: list[tuple[str, dict]] = []     # (service, request) for a worker pool
+        self.jobs: list[tuple[str, dict]] = []     # (kind, fields): durable side effects (storage/jobs.py)
 
     def clear(self) -> None:
         self.events.clear()
@@ -53,6 +54,7 @@ class Turn:
         self.pushes.clear()
         self.logs.clear()
         self.asks.clear()
+        self.jobs.clear()
 
 
 class Actor:
@@ -129,6 +131,12 @@ class Actor:
         answer comes back to this actor as the envelope `<service>_reply`. At most once and
         not ordered with anything else: an actor that asks sets a timer for a missing answer."""
         self.turn.asks.append((service, {**request, "actor": self.ref.key}))
+
+    def enqueue(self, kind: str, /, **fields) -> None:
+        """A durable side effect run by the gateways' job runner (storage/jobs.py) — a message
+        sent out through a channel's platform — queued in the same commit as this turn: it
+        happens (at least once, retried with back-off) exactly when the turn is durable."""
+        self.turn.jobs.append((kind, fields))
 
     def append_log(self, seq: int, record: dict) -> None:
         """Append to this actor's durable log (committed with the turn), readable by sequence

@@ -294,6 +294,7 @@ class ActorHost:
         commit.pushes.extend(actor.turn.pushes)
         self._asks.extend(actor.turn.asks)
         ref = actor.ref
+        commit.jobs.extend((kind, ref.merchant, fields) for kind, fields in actor.turn.jobs)
         commit.logs.extend((ref.kind, ref.merchant, ref.id, seq, rec) for seq, rec in actor.turn.logs)
         for s in actor.turn.sends:
             local_sends.append(self.router.stamp(s))

@@ -88,7 +88,11 @@ class SessionActor(BotTurns, Lifecycle, Actor):
                 self._refuse({**body, "ref": cid}, "session_closed", f"session {self.ref.id} is closed")
             self._reopen()
         self.state["messages"] += 1
-        record = {k: v for k, v in body.items() if k != "connection"}
+        record = {k: v for k, v in body.items() if k not in ("connection", "reply_to", "at_ms")}
+        if self.state.get("outbound") and (body.get("from") or {}).get("kind") == "customer":
+            out = self.state["outbound"]   # a channel's customer wrote: replies answer this message
+            out["reply_to"] = body.get("reply_to") or out.get("reply_to") or {}
+            out["last_inbound_ms"] = int(body.get("at_ms") or self.clock() * 1000)
         self._append(record, cid, connection)
         self._touch()
         if (body.get("from") or {}).get("kind") in ("customer", "visitor"):
@@ -119,7 +123,33 @@ class SessionActor(BotTurns, Lifecycle, Actor):
         for sub, role in self.state.get("subs", {}).items():
             if sub != connection and not (internal and role == "customer"):
                 self.push(sub, frame)
+        if not internal:
+            self._send_out(seq, record)
         return seq
+
+    def _send_out(self, seq: int, record: dict) -> None:
+        """A channel's conversation (WeChat, WhatsApp, mail...): what agents, the bot and ticket
+        notices say goes out through the platform, as a job committed with the message."""
+        out = self.state.get("outbound")
+        if not out or (record.get("from") or {}).get("kind") not in ("agent", "bot", "system"):
+            return
+        self.enqueue("channel_send", lane=f"{self.ref.merchant}|{out['channel_id']}", channel_id=out["channel_id"],
+                     session=self.ref.id, seq=seq, external_id=out["external_id"], thread=out.get("thread", ""),
+                     reply_to=out.get("reply_to") or {}, last_inbound_ms=out.get("last_inbound_ms", 0),
+                     message_kind=record.get("kind", "text"), content=record.get("content") or {})
+
+    def on_delivery(self, body: dict, env) -> None:
+        """What the platform did with a message sent out: sent, delivered, read — or failed, which
+        the agents see at once (the customer did not get it)."""
+        seq, status = int(body["seq"]), str(body["status"])
+        self.emit(f"channel.{status if status in ('sent', 'delivered', 'read', 'failed') else 'delivery'}",
+                  payload={"seq": seq, "status": status, "error": str(body.get("error") or ""),
+                           "platform_id": str(body.get("platform_id") or "")}, **self._cols())
+        frame = {"t": "delivery", "session": self.ref.id, "seq": seq, "status": status,
+                 **({"error": str(body["error"])} if body.get("error") else {})}
+        for sub, role in self.state.get("subs", {}).items():
+            if role != "customer":
+                self.push(sub, frame)
 
     def _response_time(self, record: dict) -> dict:
         """Response times for reports, measured where both messages pass: a customer message

@@ -61,7 +61,8 @@ class Lifecycle:
                  skills=[str(k) for k in body.get("skills", [])], routing=body.get("routing"),
                  idle_close_s=float(body.get("idle_close_s", IDLE_CLOSE_S)), created_at=self.clock(),
                  assist=bool(body.get("assist") or body.get("bot")),  # the merchant has a knowledge base
-                 entry=dict(body.get("entry") or {}))   # the page it started on (its product): the agent's panel
+                 entry=dict(body.get("entry") or {}),   # the page it started on (its product): the agent's panel
+                 outbound=dict(body.get("outbound") or {}))   # a channel's conversation: where answers go out
         payload = {k: body[k] for k in ("entry", "issue_type", "rule") if body.get(k)}
         if body.get("bot"):
             self._bot_open(body)

@@ -83,6 +83,7 @@ def _mount_api(app: Quart, services) -> None:
     from .widget_commerce_api import me_api
     from .tickets_api import tickets_api
     from .webhooks_api import webhooks_api
+    from .channels_api import channels_api, hooks_api
     from .ws import ws_api
     from storage.records import Conflict, NotFound
 
@@ -97,6 +98,7 @@ def _mount_api(app: Quart, services) -> None:
     app.register_blueprint(me_api)
     app.register_blueprint(tickets_api)
     app.register_blueprint(webhooks_api)
+    app.register_blueprint(channels_api)
     if services.router is not None:
         from .background import Background
         from .monitor import Monitor
@@ -104,6 +106,7 @@ def _mount_api(app: Quart, services) -> None:
 
         app.register_blueprint(ws_api)
         app.register_blueprint(web_api)
+        app.register_blueprint(hooks_api)
         monitor = app.config["PEAKDESK_MONITOR"] = Monitor(services)
         background = app.config["PEAKDESK_BACKGROUND"] = Background(services)
 

@@ -65,6 +65,7 @@ class Action(str, enum.Enum):
     TICKET_READ = "ticket.read"
     TICKET_WRITE = "ticket.write"
     WEBHOOK_MANAGE = "webhook.manage"
+    CHANNEL_MANAGE = "channel.manage"
 
 
 O, A, S, G, P = Role.OWNER, Role.ADMIN, Role.SUPERVISOR, Role.AGENT, Role.API
@@ -123,6 +124,7 @@ MATRIX: Mapping[Action, frozenset[Role]] = {
     Action.TICKET_READ: _PEOPLE | {P},
     Action.TICKET_WRITE: _PEOPLE | {P},
     Action.WEBHOOK_MANAGE: _MANAGERS,
+    Action.CHANNEL_MANAGE: _MANAGERS,
 }
 
 # Which roles a role may give (when creating an agent or changing its role) — and so which

@@ -22,7 +22,7 @@ import orjson
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 
-from storage import outbox
+from storage import jobs, outbox
 from storage.events import Event
 
 # Claim actors for a host, all of a round's in one call. The current holder keeps an actor
@@ -81,10 +81,11 @@ class RoundCommit:
     outgoing: list[list] = field(default_factory=list)  # envelopes on the wire format
     pushes: list[tuple[str, dict]] = field(default_factory=list)  # sent after the commit, not stored
     logs: list[tuple[str, str, str, int, dict]] = field(default_factory=list)  # (kind, merchant, id, seq, record)
+    jobs: list[tuple[str, str, dict]] = field(default_factory=list)  # (kind, merchant, fields): storage/jobs.py
     entry: bytes | None = None  # the pending-outgoing stream entry, once committed
 
     def empty(self) -> bool:
-        return not (self.events or self.snapshots or self.releases or self.outgoing or self.logs)
+        return not (self.events or self.snapshots or self.releases or self.outgoing or self.logs or self.jobs)
 
 
 class ActorStore:
@@ -143,7 +144,9 @@ class ActorStore:
             pipe.hdel(self._dir(merchant), *fields)
         for key in self._append_logs(pipe, c.logs):
             pipe.expire(key, LOG_TTL_S)
-        if c.outgoing:
+        for kind, merchant, fields in c.jobs:
+            jobs.enqueue(pipe, self.p, kind, merchant, **fields)
+        if c.outgoing:   # last: its entry id is the reply's last element
             pipe.xadd(self.pending_key, {"b": msgpack.packb(c.outgoing)})
         res = await pipe.execute()
         c.entry = res[-1] if c.outgoing else None

@@ -9,6 +9,8 @@ Keys under the prefix:
 - `{p}jobs:dead` — a list of jobs that failed `MAX_ATTEMPTS` times, with their last error.
 
 A gateway that dies mid-job leaves the entry pending; another claims it after `CLAIM_IDLE_MS`.
+Jobs with the same `lane` (a channel's messages) run in order; lanes run side by side. A job
+given up calls its kind's `on_dead` hook once (a message never delivered: the agent is told).
 """
 from __future__ import annotations
 
@@ -67,8 +69,11 @@ def dead_key(prefix: str) -> str:
     return f"{prefix}jobs:dead"
 
 
-def enqueue(pipe: Any, prefix: str, kind: str, merchant: str, **fields: Any) -> str:
+def enqueue(pipe: Any, prefix: str, kind: str, merchant: str, /, **fields: Any) -> str:
     """Queue a job on `pipe` (inside the caller's MULTI); returns its id."""
+    reserved = {"kind", "merchant", "id", "attempt", "error"} & fields.keys()
+    if reserved:
+        raise ValueError(f"job fields may not be named {sorted(reserved)}")
     job_id = uuid.uuid4().hex
     pipe.xadd(stream(prefix), {"j": orjson.dumps({"kind": kind, "merchant": merchant, "id": job_id, "attempt": 0,
                                                    **fields})})
@@ -82,8 +87,10 @@ class Dispatcher:
     """Runs jobs: `handlers[kind](job)` succeeds or raises (a retry later). One per gateway."""
 
     def __init__(self, redis: Redis, prefix: str, consumer: str, handlers: dict[str, Handler],
-                 clock: Callable[[], float] = time.time, block_ms: int = 1000):
+                 clock: Callable[[], float] = time.time, block_ms: int = 1000,
+                 on_dead: dict[str, Handler] | None = None):
         self.r, self.p, self.consumer, self.handlers = redis, prefix, consumer, handlers
+        self.on_dead = on_dead or {}   # kind -> called once when a job is given up (tell someone)
         self.clock, self.block_ms = clock, block_ms
         self.done = self.failed = 0
 
@@ -111,12 +118,20 @@ class Dispatcher:
         reply = await self.r.xreadgroup(GROUP, self.consumer, {stream(self.p): ">"}, count=50, block=self.block_ms)
         for _, items in reply or []:
             entries.extend(items)
+        lanes: dict[str, list] = {}
         for entry_id, fields in entries:
             if fields:  # a deleted entry claimed again comes back empty
-                await self._run_one(entry_id, fields)
+                lanes.setdefault(_lane(fields), []).append((entry_id, fields))
             else:
                 await self.r.xack(stream(self.p), GROUP, entry_id)
+        await asyncio.gather(*(self._run_lane(lane) for lane in lanes.values()))
         return len(entries)
+
+    async def _run_lane(self, lane: list) -> None:
+        """A lane's jobs in order (one channel's messages); lanes side by side, so a platform
+        that is slow or down holds up only its own."""
+        for entry_id, fields in lane:
+            await self._run_one(entry_id, fields)
 
     async def _run_one(self, entry_id, fields: dict) -> None:
         raw = fields.get(b"j") or fields.get("j")
@@ -138,6 +153,7 @@ class Dispatcher:
                         attempt, error)
             job = {**job, "attempt": attempt, "error": error}
             if attempt >= MAX_ATTEMPTS:
+                await self._gave_up(job)
                 await self._settle(entry_id, dead=job)
             else:
                 due = self.clock() + BACKOFF_S[min(attempt, len(BACKOFF_S)) - 1]
@@ -145,6 +161,14 @@ class Dispatcher:
             return
         self.done += 1
         await self._settle(entry_id)
+
+    async def _gave_up(self, job: dict) -> None:
+        hook = self.on_dead.get(job["kind"])
+        if hook is not None:
+            try:
+                await hook(job)
+            except Exception:  # noqa: BLE001 — the job is kept in the dead list either way
+                log.exception("job %s %s: the give-up hook failed", job["kind"], job["id"])
 
     async def _settle(self, entry_id, retry: tuple[dict, float] | None = None, dead: dict | None = None) -> None:
         pipe = self.r.pipeline(transaction=True)
@@ -156,6 +180,14 @@ class Dispatcher:
             pipe.lpush(dead_key(self.p), orjson.dumps(dead))
             pipe.ltrim(dead_key(self.p), 0, MAX_DEAD - 1)
         await pipe.execute()
+
+
+def _lane(fields: dict) -> str:
+    try:
+        job = orjson.loads(fields.get(b"j") or fields.get("j"))
+        return str(job.get("lane") or job.get("kind"))
+    except (orjson.JSONDecodeError, TypeError, AttributeError):
+        return ""
 
 
 async def revive_dead(r: Redis, prefix: str, limit: int = 10_000) -> int:

@@ -61,6 +61,7 @@ commerce.write             O A P
 ticket.read                O A S G P
 ticket.write               O A S G P
 webhook.manage             O A
+channel.manage             O A
 """
 LETTER = dict(zip("OASGP", ROLES))
 TABLE = {line.split()[0]: {LETTER[c] for c in line.split()[1:]} for line in EXPECTED.strip().splitlines()}
