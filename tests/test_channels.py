@@ -28,6 +28,7 @@ from gateway.client import connect
 from storage.webhooks import sign, verify
 from tests.gateway_cluster import Peakdesk
 from tests.test_routing_ws import online
+from tests.test_web import browser  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.timeout(300)
 SECRET = "whsec-middleware-" + "k" * 32
@@ -361,3 +362,27 @@ def test_a_pip_installed_connector_carries_a_conversation_without_changes_to_pea
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_console_shows_what_the_platform_did_with_each_answer(pd, middleware, browser):
+    from tests.test_web import agent as web_agent, console_login
+
+    pd.post("/api/v1/channels", {"connector": "webhook", "name": "微博 Weibo", "channel_id": "weibo",
+                                 "config": {"secret": SECRET, "send_url": middleware.url}}, pd.owner_token)
+    _, username = web_agent(pd, "weibo")
+    console = console_login(browser, pd, username)
+    message = {"customer_id": "wb_1", "message_id": "w-1", "kind": "text", "content": {"text": "微博私信：在吗？"}}
+    assert hook(pd, "/hooks/demo/weibo", *signed({"messages": [message]}))[0] == 200
+    console.locator("#messages .msg", has_text="微博私信").wait_for(timeout=20000)
+    console.fill("#composer", "在的，请讲 go ahead")
+    console.press("#composer", "Enter")
+    console.locator("#messages .msg.mine[data-delivery='sent']", has_text="go ahead").wait_for(timeout=15000)
+    read = {"receipts": [{"message_id": f"mw-{len(middleware.got)}", "status": "read"}]}
+    assert hook(pd, "/hooks/demo/weibo", *signed(read))[0] == 200
+    console.locator("#messages .msg.mine[data-delivery='read']", has_text="go ahead").wait_for(timeout=15000)
+    middleware.status = 400
+    console.fill("#composer", "这条发不出去")
+    console.press("#composer", "Enter")
+    console.locator("#messages .msg.mine[data-delivery='failed']", has_text="这条发不出去").wait_for(timeout=15000)
+    console.locator("#messages .msg.system", has_text="未送达").wait_for()
+    console.context.close()

@@ -14,7 +14,8 @@ const PD = (() => {
          queued: "排队中", all: "全部会话", attach: "附件", takeover: "接管", history: "历史会话", messages: "条消息", team: "同事聊天",
          suggestions: "推荐答案", use: "发送", edit: "编辑", flagged: "需关注", angry: "情绪激动", bot: "智能助手",
          now: "实时数据", online: "在线客服", response_5m: "响应时间（5分钟）", response_15m: "响应时间（15分钟）",
-         incoming: "进线量", csat_1h: "近1小时满意度", threshold: "阈值", reconnecting: "重新连接中"},
+         incoming: "进线量", csat_1h: "近1小时满意度", threshold: "阈值", reconnecting: "重新连接中",
+         not_delivered: "未送达", delivery_sent: "已发出", delivery_delivered: "已送达", delivery_read: "已读"},
     en: {login: "Log in", merchant: "Merchant", username: "Username", password: "Password", mine: "My conversations",
          none: "No conversations", online: "Online", busy: "Busy", away: "Away", offline: "Offline", send: "Send",
          note: "Internal note", close: "Close", transfer: "Transfer", to_agent: "To agent", to_group: "To group",
@@ -26,7 +27,8 @@ const PD = (() => {
          takeover: "Take over", history: "Past conversations", messages: "messages", team: "Team chat",
          suggestions: "Suggested answers", use: "Send", edit: "Edit", flagged: "Needs attention", angry: "angry", bot: "Assistant",
          now: "Right now", online: "Agents online", response_5m: "Response (5 min)", response_15m: "Response (15 min)",
-         incoming: "Incoming", csat_1h: "CSAT, last hour", threshold: "threshold", reconnecting: "reconnecting"},
+         incoming: "Incoming", csat_1h: "CSAT, last hour", threshold: "threshold", reconnecting: "reconnecting",
+         not_delivered: "Not delivered", delivery_sent: "Sent", delivery_delivered: "Delivered", delivery_read: "Read"},
   };
   const t = (key) => (T[LANG] && T[LANG][key]) || key;
 

@@ -131,6 +131,16 @@
       if (f.cid && c.messages.some((m) => m.cid === f.cid)) return;  // our own, shown when sent
       c.messages.push(f);
       if (f.session === state.active) appendMessage(f); else { c.unread = true; renderList(); }
+    } else if (f.t === "ack" && f.session && f.cid) {  // our message got its number: delivery reports use it
+      const m = conv(f.session).messages.find((x) => x.cid === f.cid);
+      if (m) m.seq = f.seq;
+      const node = document.querySelector(`#messages .msg[data-cid="${CSS.escape(f.cid)}"]`);
+      if (node) node.dataset.seq = f.seq;
+    } else if (f.t === "delivery") {  // a channel conversation: what the platform did with our message
+      const c = conv(f.session), m = c.messages.find((x) => x.seq === f.seq);
+      if (m) { m.delivery = f.status; m.deliveryError = f.error || ""; }
+      if (f.session === state.active) markDelivery(f);
+      if (f.status === "failed") addSystem(c, `⚠ ${t("not_delivered")}: ${f.error || ""}`);
     } else if (f.t === "suggestions") {  // the bot's best knowledge-base answers to the customer's last message
       const c = conv(f.session); c.suggestions = f.items;
       if (f.session === state.active) renderSuggestions(c);
@@ -143,6 +153,12 @@
     } else if (f.t === "error") {
       addSystem(conv(state.active || "_"), "⚠ " + f.message);
     }
+  }
+
+  function markDelivery(f) {
+    const node = document.querySelector(`#messages .msg[data-seq="${Number(f.seq)}"]`); if (!node) return;
+    node.dataset.delivery = f.status;
+    node.title = f.status === "failed" ? `${t("not_delivered")}: ${f.error || ""}` : t("delivery_" + f.status);
   }
 
   function addSystem(c, text) {
@@ -249,6 +265,8 @@
         bot ? el("small", {class: "who", text: t("bot")}) : "", (shop && shop.render(m)) || renderContent(m, state.load));
       for (const ch of (bot && m.content && m.content.choices) || []) node.append(el("div", {class: "choice", text: "• " + ch.question}));
       if (m.seq) node.dataset.seq = m.seq;
+      if (m.delivery) node.dataset.delivery = m.delivery;
+      if (m.cid) node.dataset.cid = m.cid;
       box.append(node);
     }
     box.scrollTop = box.scrollHeight;
