@@ -64,6 +64,9 @@ class WebhookResult:
     status: int = 200
     body: bytes = b"success"
     content_type: str = "text/plain; charset=utf-8"
+    # channel state to save once every message above is committed (a pulled platform's cursor):
+    # saved earlier, a crash in between would skip those messages; saved after, they are re-read
+    state_updates: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,10 @@ class Channels:
         for message in result.inbound:
             await self.deliver(merchant, channel, message)
         await self.receipts(merchant, channel, result.receipts)
+        if result.state_updates:     # a cursor past these messages, now that they are in
+            state = ChannelState(self.store.r, self.store.p, merchant, channel["channel_id"])
+            for name, value in result.state_updates.items():
+                await state.set(name, value)
         return result
 
     async def deliver(self, merchant: str, channel: dict, message: Inbound) -> str:
