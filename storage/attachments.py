@@ -24,6 +24,7 @@ MAX_BYTES = 20 * 1024 * 1024
 ALLOWED = {
     "image/jpeg", "image/png", "image/gif", "image/webp",
     "audio/mpeg", "audio/ogg", "audio/wav", "audio/webm", "audio/aac", "audio/mp4",
+    "audio/amr",                     # WeChat and WeCom voice messages
     "video/mp4", "video/webm", "video/quicktime",
     "application/pdf", "text/plain", "text/csv", "application/zip",
     "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
@@ -34,7 +35,7 @@ MAGIC = {
     "image/jpeg": (b"\xff\xd8\xff",), "image/png": (b"\x89PNG\r\n\x1a\n",), "image/gif": (b"GIF87a", b"GIF89a"),
     "image/webp": (b"RIFF",), "application/pdf": (b"%PDF-",), "application/zip": (b"PK\x03\x04", b"PK\x05\x06"),
     "audio/ogg": (b"OggS",), "audio/wav": (b"RIFF",), "video/webm": (b"\x1a\x45\xdf\xa3",),
-    "audio/webm": (b"\x1a\x45\xdf\xa3",),
+    "audio/webm": (b"\x1a\x45\xdf\xa3",), "audio/amr": (b"#!AMR",),
 }
 _ID = re.compile(r"^[a-f0-9]{32}$")
 # The merchant id pattern of gateway/schemas.py: no "/", no "..", so it is always one path segment.

@@ -193,7 +193,8 @@ def test_images_video_and_files_are_downloaded_into_the_attachment_store(wecom, 
     assert inbound[invoice].kind == "file" and inbound[invoice].content["name"] == "发票 2026.pdf"
     assert inbound[invoice].content["mime"] == "application/pdf" and inbound[video].kind == "video"
     assert inbound[expired].kind == "text" and "40007" in inbound[expired].content["text"]
-    assert inbound[voice].kind == "text" and "audio/amr" in inbound[voice].content["text"]   # the store takes no AMR
+    assert (inbound[voice].kind, inbound[voice].content["mime"]) == ("audio", "audio/amr")   # a voice message
+    assert stored[voice][1] == AMR
     assert inbound[where].content == {"text": "[位置 Location] 西湖 杭州市西湖区 (30.27, 120.15)"}
 
 
