@@ -56,7 +56,8 @@ def _validated(connector: str, config: dict) -> dict:
     except registry.UnknownConnector as exc:
         raise ApiError(422, "invalid_field", str(exc), "connector") from None
     try:
-        return cls.Config.model_validate(config).model_dump(mode="json")
+        cls.Config.model_validate(config)
+        return dict(config)   # as given: a dump would mask SecretStr fields as "**********"
     except ValidationError as exc:
         first = validation_details(exc)[0]
         raise ApiError(422, "invalid_field", f"config.{first['field']}: {first['reason']}",

@@ -184,7 +184,7 @@ def test_channels_are_managed_with_their_credentials_validated_encrypted_and_nev
                                         "config": {"secret": SECRET, "send_url": middleware.url}}, token)
     assert made["config"]["secret"] == "***" and made["webhook_path"] == "/hooks/demo/douyin"
     shown = pd.request("GET", "/api/v1/channels/douyin", None, token)
-    assert shown["config"] == {"secret": "***", "send_url": middleware.url, "timeout_s": 5.0, "max_age_s": 300}
+    assert shown["config"] == {"secret": "***", "send_url": middleware.url}
     pd.request("PATCH", "/api/v1/channels/douyin", {"config": {**shown["config"], "timeout_s": 3}}, token)
     r = sync_redis.Redis.from_url(pd.settings.redis_url)
     raw = r.get("chn:m:demo:channel:douyin")
