@@ -5,7 +5,8 @@ platform's receipts back to the conversation, and pulled platforms (IMAP) polled
 Inbound, per message: the customer is `<channel id>:<platform id>`; their open conversation on
 the channel (per thread) is found or started (the merchant's diversion rules, the channel's
 group, the bot); the message goes in with a client id made from the platform's message id, so a
-platform's retry is the same message to the session actor and is shown once. The platform gets
+platform's retry is the same message to the session actor and is shown once — and the id is
+remembered for 8 days, so a retry days later (a new conversation by then) is dropped too. The platform gets
 its answer only after every message is committed: one that fails is retried by the platform.
 """
 from __future__ import annotations
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 POLL_EVERY_S = 5.0
 POLL_LOCK_S = 60
 SEND_TIMEOUT_S = 15.0
+SEEN_TTL_S = 8 * 86400      # platform message ids remembered: WhatsApp re-sends for up to 7 days
 _REPLACE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) return 1 end
 return 0
@@ -77,15 +79,20 @@ class Channels:
 
     async def deliver(self, merchant: str, channel: dict, message: Inbound) -> str:
         """Into the customer's conversation on this channel (started if none is open); the session."""
+        digest = hashlib.sha256(f"{channel['channel_id']}\n{message.message_id}".encode()).hexdigest()[:40]
+        seen = f"{self.store.p}m:{merchant}:channel:{channel['channel_id']}:seen:{digest}"
+        if await self.store.r.exists(seen):   # the platform re-sent one we have (WhatsApp does, for days)
+            return ""
         customer = f"{channel['channel_id']}:{message.external_id}"[:128]
         await self.svc.records.upsert_customer(merchant, customer, channel=channel["connector"],
                                                display_name=message.name or None, actor="system")
         session = await self._conversation(merchant, channel, customer, message)
-        cid = "ch-" + hashlib.sha256(f"{channel['channel_id']}\n{message.message_id}".encode()).hexdigest()[:40]
+        cid = "ch-" + digest   # and within the conversation, the session drops a repeat by it
         body = {"cid": cid, "kind": message.kind, "content": message.content,
                 "from": {"kind": "customer", "id": customer, "role": "customer"},
                 "reply_to": message.reply_to, "at_ms": message.at_ms or int(time.time() * 1000)}
         await self.svc.router.send([Envelope(ActorRef("session", merchant, session), "message", body)])
+        await self.store.r.set(seen, session, ex=SEEN_TTL_S)
         return session
 
     async def _conversation(self, merchant: str, channel: dict, customer: str, message: Inbound) -> str:

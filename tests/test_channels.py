@@ -253,6 +253,13 @@ def test_a_platform_conversation_through_the_merchants_middleware(pd, middleware
             assert delivered["seq"] > failed["seq"]
             texts = [o["content"].get("text") for _, o in middleware.got]
             assert texts.count("订单已补发 reshipped") >= 2 and texts.count("还在吗？") == 1
+            # closed; days later the platform re-sends the first message: no new conversation for it
+            await a.close(session)
+            await a.until("released", session=session, timeout=10)
+            assert hook(pd, "/hooks/demo/taobao", *signed({"messages": [first]}))[0] == 200
+            with trio.move_on_after(3) as idle:
+                await a.until("assigned", timeout=10)
+            assert idle.cancelled_caught
             return session
 
     session = trio.run(main)
