@@ -347,8 +347,12 @@ def test_a_pip_installed_connector_carries_a_conversation_without_changes_to_pea
     server = ThreadingHTTPServer(("127.0.0.1", 0), Platform)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        g = new_group(pd)
-        pd.post("/api/v1/channels", {"connector": "echo", "name": "Echo 平台", "channel_id": "echo", "group": g,
+        g, ignored = new_group(pd), new_group(pd)
+        # the channel is a diversion-rule input like any other: echo conversations go to g,
+        # although the channel itself names another group
+        pd.request("PATCH", "/api/v1/merchant", {"settings": {"diversion": [
+            {"name": "Echo desk", "when": {"channel": "echo"}, "group": g}]}}, pd.owner_token)
+        pd.post("/api/v1/channels", {"connector": "echo", "name": "Echo 平台", "channel_id": "echo", "group": ignored,
                                      "config": {"token": "t0ken", "reply_url": f"http://127.0.0.1:{server.server_address[1]}/r"}},
                 pd.owner_token)
         token = agent(pd, g)
