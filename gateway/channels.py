@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 POLL_EVERY_S = 5.0
 POLL_LOCK_S = 60
 SEND_TIMEOUT_S = 15.0
+DEFAULT_RATE_PER_S = 20     # sends per second per channel unless the connector or the channel says
 SEEN_TTL_S = 8 * 86400      # platform message ids remembered: WhatsApp re-sends for up to 7 days
 _REPLACE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) return 1 end
@@ -142,6 +143,7 @@ class Channels:
             if not channel.get("enabled", True):
                 raise SendFailed("the channel is switched off", retry=False)
             connector = await self.connector(merchant, channel)
+            await self._throttle(merchant, channel, connector)
             platform_id = await connector.send(Outbound(
                 external_id=job["external_id"], kind=job["message_kind"], content=job["content"],
                 key=f"{merchant}/{session}/{seq}", thread=job.get("thread", ""), reply_to=job.get("reply_to") or {},
@@ -156,6 +158,21 @@ class Channels:
             return
         await self.store.remember_sent(merchant, job["channel_id"], platform_id, session, seq)
         await self._report(merchant, session, seq, "sent", "", platform_id)
+
+    async def _throttle(self, merchant: str, channel: dict, connector) -> None:
+        """At most the channel's (or its connector's) sends per second, across every gateway: a
+        counter per second in Redis; over it, this lane waits for the next second."""
+        limit = int(channel.get("rate_per_s") or getattr(connector, "rate_per_s", 0) or DEFAULT_RATE_PER_S)
+        while True:
+            second = int(time.time())
+            key = f"{self.store.p}m:{merchant}:channel:{channel['channel_id']}:rate:{second}"
+            pipe = self.store.r.pipeline(transaction=True)
+            pipe.incr(key)
+            pipe.expire(key, 2)
+            count, _ = await pipe.execute()
+            if count <= limit:
+                return
+            await asyncio.sleep(second + 1 - time.time() + 0.01)
 
     async def gave_up(self, job: dict) -> None:
         """The last retry failed: the agent is told."""

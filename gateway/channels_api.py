@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Optional
 
-from pydantic import StringConstraints, ValidationError
+from pydantic import Field, StringConstraints, ValidationError
 from quart import Blueprint, Response, current_app, request
 from quart_schema import validate_request
 
@@ -35,6 +35,7 @@ class ChannelCreate(Strict):
     name: Name
     channel_id: Optional[ChannelId] = None
     group: Group = "default"          # where its conversations queue (diversion rules may send them elsewhere)
+    rate_per_s: Optional[Annotated[int, Field(ge=1, le=1000)]] = None   # sends per second (the platform's limit)
     config: dict = {}
 
 
@@ -42,6 +43,7 @@ class ChannelUpdate(Strict):
     name: Optional[Name] = None
     group: Optional[Group] = None
     enabled: Optional[bool] = None
+    rate_per_s: Optional[Annotated[int, Field(ge=1, le=1000)]] = None
     config: Optional[dict] = None     # whole; "***" keeps a credential as it is
 
 
@@ -97,7 +99,8 @@ async def create_channel(data: ChannelCreate, who: Principal):
     config = _validated(data.connector, data.config)
     await _check_group(who.merchant, data.group)
     channel = await _store().create(who.merchant, connector=data.connector, name=data.name, group=data.group,
-                                    config=config, actor=actor_of(who), channel_id=data.channel_id)
+                                    config=config, actor=actor_of(who), channel_id=data.channel_id,
+                                    rate_per_s=data.rate_per_s)
     return _shown(who.merchant, channel), 201
 
 

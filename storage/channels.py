@@ -68,7 +68,7 @@ class ChannelStore:
 
     # -- records ---------------------------------------------------------------------------------
     async def create(self, merchant: str, *, connector: str, name: str, group: str, config: dict, actor: str,
-                     channel_id: str | None = None) -> dict:
+                     channel_id: str | None = None, rate_per_s: int | None = None) -> dict:
         channel_id = channel_id or uuid.uuid4().hex[:12]
         if not _ID.match(channel_id):
             raise ValueError(f"channel_id: 1-32 of a-z 0-9 _ - starting with a letter or digit, got {channel_id!r}")
@@ -76,6 +76,7 @@ class ChannelStore:
             raise ValueError(f"channels: at most {MAX_CHANNELS} per merchant")
         now = int(time.time() * 1000)
         record = {"channel_id": channel_id, "connector": connector, "name": name, "group": group, "enabled": True,
+                  "rate_per_s": rate_per_s,
                   "created_at": now, "updated_at": now, "config": self._seal(merchant, channel_id, config)}
         key = self._k(merchant, "channel", channel_id)
         if not await self.r.set(key, orjson.dumps(record), nx=True):
@@ -102,7 +103,7 @@ class ChannelStore:
 
     async def update(self, merchant: str, channel_id: str, changes: dict, actor: str) -> dict:
         record = await self.get(merchant, channel_id)
-        for field in ("name", "group", "enabled", "config"):
+        for field in ("name", "group", "enabled", "rate_per_s", "config"):
             if changes.get(field) is not None:
                 record[field] = changes[field]
         record["updated_at"] = int(time.time() * 1000)

@@ -47,6 +47,7 @@ class Middleware:
             def do_POST(self):  # noqa: N802
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 headers = {k.lower(): v for k, v in self.headers.items()}
+                headers["x-sent-at"] = str(time.time())        # when it arrived here
                 outer.got.append((headers, json.loads(body) if body else {}))
                 ok = verify(SECRET, headers.get("x-peakdesk-signature", ""), body)
                 status = outer.status if ok else 401
@@ -397,3 +398,29 @@ def test_the_console_shows_what_the_platform_did_with_each_answer(pd, middleware
     console.locator("#messages .msg.mine[data-delivery='failed']", has_text="这条发不出去").wait_for(timeout=15000)
     console.locator("#messages .msg.system", has_text="未送达").wait_for()
     console.context.close()
+
+
+def test_a_channel_never_sends_faster_than_its_rate(pd, middleware):
+    g = new_group(pd)
+    pd.post("/api/v1/channels", {"connector": "webhook", "name": "拼多多 PDD", "channel_id": "pdd", "group": g,
+                                 "rate_per_s": 2, "config": {"secret": SECRET, "send_url": middleware.url}}, pd.owner_token)
+    assert pd.request("POST", "/api/v1/channels", {"connector": "webhook", "name": "x", "rate_per_s": 0,
+                                                   "config": {"secret": SECRET, "send_url": middleware.url}},
+                      pd.owner_token, expect=422)["field"] == "rate_per_s"
+    token = agent(pd, g)
+    message = {"customer_id": "pdd1", "message_id": "p-1", "kind": "text", "content": {"text": "砍一刀"}}
+
+    async def main():
+        async with connect(pd.url, token) as a:
+            await online(a)
+            assert hook(pd, "/hooks/demo/pdd", *signed({"messages": [message]}))[0] == 200
+            session = (await a.until("assigned", timeout=20))["session"]
+            await a.subscribe(session)
+            for i in range(6):
+                await a.send_message(session, "text", {"text": f"回复 {i}"})
+            for _ in range(6):
+                await a.until("delivery", session=session, status="sent", timeout=20)
+    trio.run(main)
+    seconds = [int(float(h["x-sent-at"])) for h, _ in middleware.got]
+    assert len(seconds) == 6 and max(seconds.count(s) for s in set(seconds)) <= 2      # 2 a second, in order
+    assert [o["content"]["text"] for _, o in middleware.got] == [f"回复 {i}" for i in range(6)]

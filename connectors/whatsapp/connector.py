@@ -30,6 +30,7 @@ _WA_ID_DIGITS = 20
 
 class WhatsApp:
     name: ClassVar[str] = "whatsapp"
+    rate_per_s: ClassVar[int] = 80     # the Cloud API's default throughput per number
     Config: ClassVar[type[BaseModel]] = WhatsAppConfig
 
     def __init__(self, config: Any, http: httpx.AsyncClient, media: Media | None = None,
