@@ -129,5 +129,7 @@ class Connector(Protocol):
 
     # Optional, for platforms that are pulled (IMAP): new messages since `cursor` ("" the first
     # time) and the cursor to give next time. The gateways call it every few seconds, one at a time
-    # per channel.
+    # per channel; the cursor is saved once every message is committed. Receipts found while
+    # polling (bounces) are collected with `take_receipts()` right after.
     # async def poll(self, cursor: str) -> tuple[list[Inbound], str]: ...
+    # def take_receipts(self) -> list[Receipt]: ...

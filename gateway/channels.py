@@ -32,7 +32,7 @@ from .context import Services
 
 log = logging.getLogger(__name__)
 POLL_EVERY_S = 5.0
-POLL_LOCK_S = 60
+POLL_LOCK_S = 300           # longer than a poll can take (a mailbox's operations time out in ≤ 60 s)
 SEND_TIMEOUT_S = 15.0
 DEFAULT_RATE_PER_S = 20     # sends per second per channel unless the connector or the channel says
 SEEN_TTL_S = 8 * 86400      # platform message ids remembered: WhatsApp re-sends for up to 7 days
@@ -200,10 +200,13 @@ class Channels:
                 channel = await self.store.get(merchant, channel_id)
             except Exception:   # deleted meanwhile, or its secret changed
                 continue
-            connector = await self.connector(merchant, channel) if channel.get("enabled", True) else None
-            if connector is None or not hasattr(connector, "poll"):
-                continue
-            got += await self._poll(merchant, channel, connector)
+            try:
+                connector = await self.connector(merchant, channel) if channel.get("enabled", True) else None
+                if connector is not None and hasattr(connector, "poll"):
+                    got += await self._poll(merchant, channel, connector)
+            except Exception as exc:   # one broken mailbox must not stop the others
+                log.warning("channel %s/%s (%s): poll failed: %s: %s", merchant, channel_id, channel["connector"],
+                            type(exc).__name__, exc)
         return got
 
     async def _poll(self, merchant: str, channel: dict, connector) -> int:
@@ -217,6 +220,8 @@ class Channels:
             for message in messages:
                 await self.deliver(merchant, channel, message)
             await state.set("poll_cursor", cursor)          # only once every message is in
+            if hasattr(connector, "take_receipts"):         # bounces found while polling (mail)
+                await self.receipts(merchant, channel, connector.take_receipts())
             return len(messages)
         finally:
             await self.store.r.delete(lock)

@@ -140,3 +140,49 @@ def test_wechat_official_account_in_safe_mode(pd):
         (sent,) = wechat.sent
         assert sent["json"] == {"touser": openid, "msgtype": "text", "text": {"content": "订单页点“申请开票” tap Invoice"}}
         assert "订单页".encode() in sent["raw"]          # UTF-8 as is: WeChat shows \\u escapes literally
+
+
+def test_email(pd):
+    import redis as sync_redis
+    from email.header import Header
+
+    from tests.email_server import ImapServer, SmtpServer
+
+    user, password, shop = "service@shop.example", "imap-pass-秘密".encode().hex(), "service@shop.example"
+    with ImapServer(user, password) as imap, SmtpServer() as smtp:
+        mailbox = f"T{uuid.uuid4().hex[:8]}"
+        imap.append(b"From: old@example.org\r\nMessage-ID: <old@x>\r\n\r\nbefore the channel\r\n", mailbox)
+        channel, token = channel_with_agent(pd, "email", {
+            "imap_host": "127.0.0.1", "imap_port": imap.port, "imap_tls": "none", "imap_username": user,
+            "imap_password": password, "mailbox": mailbox, "smtp_host": "127.0.0.1", "smtp_port": smtp.port,
+            "smtp_tls": "none", "from_address": shop, "from_name": "小店客服", "poll_interval_s": 5, "timeout_s": 5})
+        r = sync_redis.Redis.from_url(pd.settings.redis_url)
+        deadline = time.monotonic() + 30
+        while not r.hget(f"plt:m:demo:channel:{channel}:state", "poll_cursor") and time.monotonic() < deadline:
+            time.sleep(0.2)           # the first poll marks where the channel starts: old mail stays old
+        r.close()
+        subject = Header("退货申请 Return request", "utf-8").encode()
+        mail = (f"From: =?utf-8?b?5byg5LiJ?= <zhangsan@example.cn>\r\nTo: {shop}\r\nSubject: {subject}\r\n"
+                "Message-ID: <c-1@example.cn>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=gbk\r\n"
+                "Content-Transfer-Encoding: 8bit\r\n\r\n").encode() + "电饭煲有划痕，想退货。".encode("gbk") + b"\r\n"
+
+        def deliver():
+            imap.append(mail, mailbox)
+
+        async def run():
+            async with connect(pd.url, token) as a:
+                await online(a)
+                deliver()
+                session = (await a.until("assigned", timeout=40))["session"]
+                await a.subscribe(session)
+                got = await a.next_message(session)
+                assert "电饭煲有划痕，想退货。" in got["content"]["text"] and "退货申请" in got["content"]["text"]
+                await a.send_message(session, "text", {"text": "已为您登记退货 return registered"})
+                return await a.until("delivery", session=session, timeout=30)
+        delivery = trio.run(run)
+        assert delivery["status"] == "sent"
+        (sent,) = smtp.received
+        message = sent.message
+        assert sent.rcpt_tos == ["zhangsan@example.cn"] and message["In-Reply-To"] == "<c-1@example.cn>"
+        assert str(message["Subject"]) == "Re: 退货申请 Return request"
+        assert "已为您登记退货 return registered" in message.get_body(("plain",)).get_content()
