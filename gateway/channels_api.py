@@ -20,7 +20,7 @@ from .auth import Principal
 from .context import actor_of, authorized, services
 from .errors import ApiError, validation_details
 from .permissions import Action
-from .schemas import Strict
+from .schemas import Strict, patch_of
 
 log = logging.getLogger("peakdesk.channels")
 channels_api = Blueprint("channels", __name__)
@@ -116,9 +116,7 @@ async def get_channel(channel_id: str, who: Principal):
 async def update_channel(channel_id: str, data: ChannelUpdate, who: Principal):
     store = _store()
     current = await store.get(who.merchant, channel_id)
-    changes = data.model_dump(exclude_none=True)
-    if not changes:
-        raise ApiError(422, "invalid_field", "body: nothing to change", "body")
+    changes = patch_of(data)
     if "config" in changes:
         changes["config"] = _validated(current["connector"], unredact(changes["config"], current["config"]))
     if "group" in changes:

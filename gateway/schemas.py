@@ -237,3 +237,11 @@ class ApiKeyCreate(Strict):
 def changes(model: BaseModel) -> dict:
     """The fields the client actually sent (PATCH semantics)."""
     return model.model_dump(exclude_unset=True, by_alias=True)
+
+
+def patch_of(model: BaseModel) -> dict:
+    """A PATCH's changes; none at all is refused (422 naming the body)."""
+    wanted = {k: v for k, v in changes(model).items() if v is not None}
+    if not wanted:
+        raise ValueError("body: nothing to change")
+    return wanted

@@ -19,7 +19,7 @@ from .auth import Principal
 from .context import authorized, services
 from .errors import ApiError
 from .permissions import Action
-from .schemas import Strict
+from .schemas import Strict, patch_of
 
 tickets_api = Blueprint("tickets", __name__, url_prefix="/api/v1/tickets")
 
@@ -154,9 +154,7 @@ async def get_ticket(ticket_id: str, who: Principal):
 @authorized(Action.TICKET_WRITE)
 @validate_request(TicketUpdate)
 async def update_ticket(ticket_id: str, data: TicketUpdate, who: Principal):
-    changes = data.model_dump(exclude_unset=True)
-    if not changes:
-        raise ApiError(422, "invalid_field", "body: nothing to change", "body")
+    changes = patch_of(data)
     await _check_assignee(who.merchant, changes.get("assignee"))
     try:
         return await _store().update(who.merchant, await _config(who.merchant), ticket_id, changes, _by(who))
