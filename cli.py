@@ -57,15 +57,18 @@ def main() -> None:
                    "key from $PEAKDESK_LLM_API_KEY [off].")
 @click.option("--llm-model", default=None, help="The model name to ask at --llm-url.")
 @click.option("--llm-timeout", type=float, default=None, help="Seconds before the plain answer is sent instead [2].")
+@click.option("--tls-cert", default=None, help="PEM certificate (chain): the gateway serves https:// and wss:// only.")
+@click.option("--tls-key", default=None, help="The certificate's PEM private key.")
 def up(data_dir, host, port, redis_url, clickhouse_url, ray_address, hosts, writers,
        attachments_url, s3_endpoint_url, s3_region, max_connections_per_ip, frames_per_s,
-       bot_workers, llm_url, llm_model, llm_timeout) -> None:
+       bot_workers, llm_url, llm_model, llm_timeout, tls_cert, tls_key) -> None:
     """Start peakdesk; Ctrl-C (or SIGTERM) stops everything it started."""
     settings = _settings(data_dir=data_dir, host=host, port=port, redis_url=redis_url,
                          clickhouse_url=clickhouse_url, ray_address=ray_address, hosts=hosts, writers=writers,
                          attachments_url=attachments_url, s3_endpoint_url=s3_endpoint_url,
                          max_connections_per_ip=max_connections_per_ip, frames_per_s=frames_per_s,
                          bot_workers=bot_workers, llm_url=llm_url, llm_model=llm_model, llm_timeout_s=llm_timeout,
+                         tls_cert_file=tls_cert, tls_key_file=tls_key,
                          llm_api_key=os.environ.get("PEAKDESK_LLM_API_KEY") if llm_url else None,
                          **(_s3_environment(s3_region) if attachments_url else {"s3_region": s3_region}))
     from actors.launcher import run_until_signalled

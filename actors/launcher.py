@@ -73,7 +73,7 @@ def run_until_signalled(settings: Settings, stop: threading.Event, run_file_name
         cluster = Cluster(settings)
         cluster.start()
         demo = _demo_merchant(settings)
-        url = f"http://{settings.host}:{cluster.gateway_port}"
+        url = f"{'https' if settings.tls_cert_file else 'http'}://{settings.host}:{cluster.gateway_port}"
         run_file.write_bytes(orjson.dumps({"redis_url": settings.redis_url, "prefix": settings.prefix,
                                            "gateway_url": url, "pid": os.getpid(), "started": time.time(),
                                            "ray_address": ray.get_runtime_context().gcs_address,

@@ -53,6 +53,8 @@ class Settings:
     llm_model: str = ""
     llm_api_key: str | None = field(default=None, repr=False)  # from PEAKDESK_LLM_API_KEY
     llm_timeout_s: float = 2.0
+    tls_cert_file: str | None = None      # the gateway serves https:// and wss:// with this certificate (PEM chain)
+    tls_key_file: str | None = None       # ... and its private key (PEM)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).resolve())
@@ -60,6 +62,22 @@ class Settings:
         self._check_numbers()
         self._check_attachments()
         self._check_llm()
+        self._check_tls()
+
+    def _check_tls(self) -> None:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ConfigError("tls_cert_file and tls_key_file must be given together")
+        if self.tls_cert_file is None:
+            return
+        import ssl
+
+        for key in ("tls_cert_file", "tls_key_file"):
+            if not os.path.isfile(getattr(self, key)):
+                raise ConfigError(f"{key}: no such file {getattr(self, key)!r}")
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(self.tls_cert_file, self.tls_key_file)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(f"tls_cert_file, tls_key_file: not a usable PEM certificate and key: {exc}") from None
 
     def _check_llm(self) -> None:
         if self.llm_url is not None:

@@ -213,11 +213,12 @@ class _no_timeout:
 
 @asynccontextmanager
 async def connect(url: str, token: str, *, encoding: str = "json", resume: dict[str, int] | None = None,
-                  timeout: float = 10) -> AsyncIterator[Client]:
-    """Connect, authenticate and (optionally) resume sessions; yields a ready Client."""
+                  timeout: float = 10, ssl_context=None) -> AsyncIterator[Client]:
+    """Connect (ws:// or wss://; `ssl_context` to trust a private CA), authenticate and
+    (optionally) resume sessions; yields a ready Client."""
     if encoding not in ("json", "msgpack"):
         raise ValueError(f"encoding must be json or msgpack, got {encoding!r}")
-    async with trio_websocket.open_websocket_url(url, connect_timeout=timeout) as ws:
+    async with trio_websocket.open_websocket_url(url, connect_timeout=timeout, ssl_context=ssl_context) as ws:
         client = Client(ws, encoding == "msgpack")
         await client.send({"t": "hello", "token": token, **({"resume": resume} if resume else {})})
         with trio.fail_after(timeout):

@@ -21,8 +21,10 @@ class GatewayStartError(RuntimeError):
 
 
 class GatewayServer:
-    def __init__(self, app, host: str = "127.0.0.1", port: int = 8080):
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 8080, certfile: str | None = None,
+                 keyfile: str | None = None):
         self.app, self.host, self.port = app, host, port
+        self.certfile, self.keyfile = certfile, keyfile   # both: https:// and wss:// only
         self._stop = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.bound_port: int | None = None
@@ -35,11 +37,13 @@ class GatewayServer:
         # Frames up to 64 KiB are served; up to this size they are refused with an error frame
         # (the connection lives); past it Hypercorn closes the connection (1009) unread.
         config.websocket_max_message_size = WS_MAX_MESSAGE_BYTES
+        if self.certfile:
+            config.certfile, config.keyfile = self.certfile, self.keyfile
         try:
             sockets = config.create_sockets()
         except OSError as exc:
             raise GatewayStartError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from exc
-        self.bound_port = sockets.insecure_sockets[0].getsockname()[1]
+        self.bound_port = (sockets.secure_sockets or sockets.insecure_sockets)[0].getsockname()[1]
         app = wrap_app(self.app, config.wsgi_max_body_size, "asgi")
         self._task = asyncio.get_running_loop().create_task(
             worker_serve(app, config, sockets=sockets, shutdown_trigger=self._stop.wait))

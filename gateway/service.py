@@ -63,7 +63,8 @@ class GatewayService:
                             max_connections_per_ip=self.settings.max_connections_per_ip,
                             frames_per_s=self.settings.frames_per_s)
         self.server = GatewayServer(create_app(checks, services=services, metrics=self.metrics),
-                                    self.settings.host, self.settings.port)
+                                    self.settings.host, self.settings.port,
+                                    self.settings.tls_cert_file, self.settings.tls_key_file)
         self._handles: dict[str, object] = {}
         self._switching: asyncio.Task | None = None
         self.ready = asyncio.get_running_loop().create_task(self._start())

@@ -3,6 +3,7 @@ with an owner login, and a little trio websocket helper speaking the raw protoco
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.error
 import urllib.request
 from contextlib import asynccontextmanager
@@ -22,6 +23,8 @@ class Peakdesk:
         settings.setdefault("bot_workers", 0)  # a bot worker takes a CPU and seconds to load: bot tests ask for one
         self.settings = Settings(data_dir=data_dir, redis_url=redis_url, hosts=2, port=port, namespace=namespace,
                                  prefix=prefix, **settings)
+        self.tls = self.settings.tls_cert_file is not None   # then clients trust that certificate
+        self.ssl = ssl.create_default_context(cafile=self.settings.tls_cert_file) if self.tls else None
         ensure_secret(self.settings.secret_file)
         self.cluster = Cluster(self.settings)
         self.cluster.start()
@@ -32,7 +35,11 @@ class Peakdesk:
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}/ws"
+
+    @property
+    def http_url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def post(self, path: str, body: dict, token: str | None = None) -> dict:
         return self.request("POST", path, body, token)
@@ -41,10 +48,10 @@ class Peakdesk:
                 expect: int | None = None) -> dict:
         """JSON in, JSON out; a status other than 2xx (or than `expect`) fails the test."""
         headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method,
+        req = urllib.request.Request(f"{self.http_url}{path}", method=method,
                                      data=json.dumps(body).encode() if body is not None else None, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
+            with urllib.request.urlopen(req, timeout=10, context=self.ssl) as resp:
                 status, raw = resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             status, raw = exc.code, exc.read()
