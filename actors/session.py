@@ -52,6 +52,11 @@ class SessionActor(BotTurns, Lifecycle, Actor):
     # -- connections ---------------------------------------------------------------------------
     def on_subscribe(self, body: dict, env) -> None:
         self._check_access(body)
+        who = body.get("from") or {}
+        if who.get("kind") == "agent":   # a person opened this conversation: who, when (the audit trail)
+            self.emit("audit.conversation.viewed", payload={"actor": f"agent:{who.get('id', '')}",
+                                                            "role": who.get("role", ""), "after": body.get("after", 0)},
+                      **self._cols())
         if "after" in body:  # a client (re)joining: tell its gateway what to replay
             st = self.state
             self.push(body["connection"], {"t": "subscribed", "session": self.ref.id, "last_seq": st.get("seq", 0),

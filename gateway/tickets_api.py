@@ -4,6 +4,7 @@ and read the conversation it came from. Every person of the merchant and its sys
 handle tickets; the merchant's settings (`settings.tickets`) shape departments, flow and SLA."""
 from __future__ import annotations
 
+import time
 from typing import Annotated, Literal, Optional
 
 import orjson
@@ -12,11 +13,11 @@ from quart import Blueprint, request
 from quart_schema import validate_request
 
 from storage.actor_store import ActorStore, read_log, read_states
-from storage.records import NotFound
+from storage.records import NotFound, audit
 from storage.tickets import TicketError, TicketSettings, TicketStore, ticket_settings
 
 from .auth import Principal
-from .context import authorized, services
+from .context import actor_of, authorized, services
 from .errors import ApiError
 from .permissions import Action
 from .schemas import Strict, patch_of
@@ -182,6 +183,11 @@ async def transcript(ticket_id: str, who: Principal):
     if not ticket["session_id"]:
         return {"session_id": "", "items": []}
     records, query = services().records, services().query
+    pipe = records.r.pipeline(transaction=True)    # reading a conversation is on the audit trail
+    audit(pipe, records.p, records.shard, who.merchant, "audit.conversation.viewed", actor_of(who),
+          ticket["session_id"], {"via": f"ticket {ticket['number']}"}, int(time.time() * 1000),
+          session_id=ticket["session_id"], customer_id=ticket["customer_id"])
+    await pipe.execute()
     key = ActorStore(records.r, records.p).log_key("session", who.merchant, ticket["session_id"])
     items = [frame for _, frame in await read_log(records.r, key, 0, 2000)]
     if not items and query is not None:   # the live log is kept 7 days; ClickHouse holds every message since

@@ -135,6 +135,12 @@ def test_an_order_question_becomes_a_ticket_that_escalates_while_the_customer_wa
         assert [r[0] for r in rows] == ["ticket.created", "ticket.updated", "ticket.updated", "ticket.sla_reminder",
                                         "ticket.escalated"]
         assert rows[-1][1] == "finance"
+        # who read the conversation is on the audit trail: the agent opening it, the ticket's transcript
+        viewed = clickhouse(pd, "SELECT JSONExtractString(payload, 'actor'), JSONExtractString(payload, 'changes', 'via')"
+                                " FROM events WHERE merchant_id = 'demo' AND session_id = {s:String}"
+                                " AND type = 'audit.conversation.viewed' ORDER BY ts", {"s": session},
+                            lambda r: len(r) >= 2)
+        assert viewed[0][0] == f"agent:{agent_id}" and viewed[-1] == (f"agent:{agent_id}", "ticket T000001")
         # a week on, the live log has expired: the ticket's conversation comes from ClickHouse
         import redis as sync_redis
         r = sync_redis.Redis.from_url(pd.settings.redis_url)
