@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from connectors.base import Inbound, Outbound, Receipt, Refused, SendFailed, WebhookRequest
 from connectors.support import ChannelState, MerchantMedia
 from connectors.wecom_kf import Config, WeComKfConnector
-from connectors.wecom_kf.crypto import aes_key, decrypt
+from connectors.wxcrypt import aes_key, decrypt
 from connectors.wecom_kf.outbound import split
 from storage.attachments import LocalAttachmentStore
 from tests.wecom_kf_server import (AES_KEY, CORP_ID, SECRET, TOKEN, WeCom, kf_event_xml, pkcs7, wecom_encrypt,

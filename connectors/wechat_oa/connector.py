@@ -15,11 +15,12 @@ import httpx
 from pydantic import BaseModel
 
 from connectors.base import Media, Outbound, Refused, State, WebhookRequest, WebhookResult
+from connectors.wxcrypt import signature
 
 from . import messages
 from .api import WechatApi
 from .config import WechatOAConfig
-from .crypto import MessageCrypt, check_signature, signature
+from .crypto import MessageCrypt, check_signature
 from .inbound import inbound
 from .outbound import payload
 

@@ -12,8 +12,8 @@ import defusedxml
 from defusedxml.ElementTree import fromstring
 
 from ..base import Refused, WebhookRequest
+from ..wxcrypt import CryptoError, decrypt, signature_matches
 from .config import Config
-from .crypto import CryptoError, decrypt, signature_matches
 
 _SIGNATURE = re.compile(r"^[0-9a-fA-F]{40}$")
 _TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
@@ -71,7 +71,8 @@ def event(request: WebhookRequest, config: Config, signed: Signed) -> KfEvent:
 
 
 def _open(config: Config, signed: Signed, ciphertext: str) -> bytes:
-    if not signature_matches(signed.signature, config.token, signed.timestamp, signed.nonce, ciphertext):
+    # _SIGNATURE lets hex digits through in either case; the signature is compared in lowercase
+    if not signature_matches(signed.signature.lower(), config.token, signed.timestamp, signed.nonce, ciphertext):
         raise Refused("msg_signature: does not match (forged, tampered with, or another Token)", 403)
     try:
         message, receive_id = decrypt(config.key(), ciphertext)

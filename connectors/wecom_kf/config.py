@@ -6,7 +6,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from .crypto import CryptoError, aes_key
+from ..wxcrypt import CryptoError, aes_key
 
 _OPEN_KFID = r"^[A-Za-z0-9_-]{1,64}$"
 
