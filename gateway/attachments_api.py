@@ -6,6 +6,7 @@ from quart import Blueprint, Response, request
 
 from storage.attachments import MAX_BYTES, AttachmentRefused
 
+from . import limits
 from .context import current_principal, services
 from .errors import ApiError
 
@@ -16,6 +17,10 @@ attachments_api = Blueprint("attachments", __name__, url_prefix="/api/v1/attachm
 async def upload():
     """Body: the file's bytes; `Content-Type`: its type; `?name=`: its file name."""
     who = await current_principal()
+    records = services().records
+    uploads = limits.upload_key(records.p, who.merchant, f"{who.kind}:{who.id}")
+    await limits.check(records.r, uploads, limits.UPLOADS, "uploads")
+    await limits.count(records.r, uploads, limits.UPLOAD_WINDOW_S)
     name = request.args.get("name", "")
     mime = (request.mimetype or "").lower()
     if request.content_length is not None and request.content_length > MAX_BYTES:

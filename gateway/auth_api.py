@@ -8,6 +8,7 @@ import uuid
 from quart import Blueprint
 from quart_schema import validate_request
 
+from . import limits
 from .auth import AuthError, Principal, verify_customer_signature, verify_password
 from .context import services
 from .schemas import CustomerIdentityBody, LoginBody, VisitorBody
@@ -37,11 +38,16 @@ def _token_answer(principal: Principal, extra: dict | None = None) -> dict:
 @auth_api.post("/login")
 @validate_request(LoginBody)
 async def login(data: LoginBody):
-    found = await services().records.find_login(data.merchant, data.username)
+    records = services().records
+    attempts = limits.login_key(records.p, data.merchant, data.username)
+    await limits.check(records.r, attempts, limits.LOGIN_FAILURES, "login attempts for this username")
+    found = await records.find_login(data.merchant, data.username)
     stored_hash = found[1] if found else _dummy_hash()
     ok = verify_password(stored_hash, data.password)
     if not (found and ok and found[0].get("enabled", True)):
+        await limits.count(records.r, attempts, limits.LOGIN_WINDOW_S)
         raise AuthError("bad_credentials", "unknown merchant, username or password")
+    await records.r.delete(attempts)
     agent = found[0]
     principal = Principal(kind="agent", merchant=data.merchant, id=agent["agent_id"], role=agent["role"],
                           token_version=agent.get("token_version", 0))

@@ -57,7 +57,10 @@ def validation_details(exc: ValidationError) -> list[dict]:
 def install(app: Quart) -> None:
     @app.errorhandler(ApiError)
     async def api_error(exc: ApiError) -> Response:
-        return error_response(exc.status, exc.code, exc.message, exc.field)
+        response = error_response(exc.status, exc.code, exc.message, exc.field)
+        if getattr(exc, "retry_after_s", None):
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
 
     @app.errorhandler(RequestSchemaValidationError)
     async def invalid_body(exc: RequestSchemaValidationError) -> Response:
