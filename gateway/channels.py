@@ -103,8 +103,10 @@ class Channels:
         if current is not None:
             session = current.decode()
             state, = await read_states(r, self.store.p, "session", merchant, [session])
-            if state is None or state.get("status") != "closed" or \
-                    time.time() - (state.get("closed_at") or 0) <= REOPEN_WITHIN_S:
+            if state is None:        # claimed, but its opener died before opening it: open it now
+                await self._open(merchant, channel, customer, session, message)   # (a second open is a no-op)
+                return session
+            if state.get("status") != "closed" or time.time() - (state.get("closed_at") or 0) <= REOPEN_WITHIN_S:
                 return session                              # open, or closed recently enough to reopen
         session = uuid.uuid4().hex[:24]
         won = await r.set(key, session, nx=True) if current is None else \

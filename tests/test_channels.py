@@ -424,3 +424,27 @@ def test_a_channel_never_sends_faster_than_its_rate(pd, middleware):
     seconds = [int(float(h["x-sent-at"])) for h, _ in middleware.got]
     assert len(seconds) == 6 and max(seconds.count(s) for s in set(seconds)) <= 2      # 2 a second, in order
     assert [o["content"]["text"] for _, o in middleware.got] == [f"回复 {i}" for i in range(6)]
+
+
+def test_a_conversation_claimed_by_a_gateway_that_died_before_opening_it_still_opens(pd, middleware):
+    from storage.channels import ChannelStore
+
+    g = new_group(pd)
+    pd.post("/api/v1/channels", {"connector": "webhook", "name": "快手 Kuaishou", "channel_id": "kuaishou", "group": g,
+                                 "config": {"secret": SECRET, "send_url": middleware.url}}, pd.owner_token)
+    token = agent(pd, g)
+    key = ChannelStore(None, "chn:", b"k" * 32).conversation_key("demo", "kuaishou", "ks1", "")
+    r = sync_redis.Redis.from_url(pd.settings.redis_url)
+    r.set(key, "deadbeef00000000deadbeef")      # claimed; the gateway died before the open
+    r.close()
+    message = {"customer_id": "ks1", "message_id": "k-1", "kind": "text", "content": {"text": "老铁在吗"}}
+
+    async def main():
+        async with connect(pd.url, token) as a:
+            await online(a)
+            assert hook(pd, "/hooks/demo/kuaishou", *signed({"messages": [message]}))[0] == 200
+            assigned = await a.until("assigned", timeout=20)
+            assert assigned["session"] == "deadbeef00000000deadbeef"
+            await a.subscribe(assigned["session"])
+            assert (await a.next_message(assigned["session"]))["content"]["text"] == "老铁在吗"
+    trio.run(main)
