@@ -104,7 +104,7 @@ def queue(pipe, prefix: str, merchant: str, endpoints: list[dict], event: str, d
     for endpoint in endpoints:
         if endpoint.get("enabled", True) and event in endpoint["events"]:
             jobs.enqueue(pipe, prefix, "webhook", merchant, webhook_id=endpoint["webhook_id"], event=event,
-                         created_at=ts, data=data)
+                         created_at=ts, data=data, lane=f"{merchant}|{endpoint['webhook_id']}")  # a slow endpoint waits alone
             n += 1
     return n
 
