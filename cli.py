@@ -2,6 +2,8 @@
 
     peakdesk up        start everything on this machine (or join services given by URL)
     peakdesk status    hosts, activations, outbox backlog, presence — from any shell
+    peakdesk backup    Redis state and ClickHouse events, consistent, to a directory or S3
+    peakdesk restore   a backup onto a stopped peakdesk
 """
 from __future__ import annotations
 
@@ -595,6 +597,71 @@ def start(head, address, ray_port, hosts, gateway, namespace, data_dir, redis_ur
     # Ctrl-C stops peakdesk's actors; the Ray node `ray start` began stays until `ray stop`
     # (which stops every Ray process of this machine, so peakdesk never runs it for you).
     sys.exit(run_until_signalled(settings, stop, RUN_FILE))
+
+
+class _Refused(click.ClickException):
+    """Bad input, refused before anything changed: exit status 2."""
+
+    exit_code = 2
+
+
+def _backup_call(fn):
+    from storage.backup import BackupError, BackupInputError
+
+    try:
+        _echo_json(fn())
+    except BackupInputError as exc:
+        raise _Refused(str(exc)) from None
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _s3_options(fn):
+    fn = click.option("--s3-region", default=None, help="The bucket's region [$AWS_REGION, else the AWS config's].")(fn)
+    fn = click.option("--s3-endpoint-url", default=None,
+                      help="An S3-compatible store (MinIO, Ceph, OSS...) [AWS]; credentials from AWS_ACCESS_KEY_ID /"
+                           " AWS_SECRET_ACCESS_KEY.")(fn)
+    return fn
+
+
+@main.command()
+@click.option("--to", "to", required=True, metavar="DIR|s3://BUCKET/PREFIX",
+              help="A new (or empty) directory, or an S3 prefix holding no objects yet.")
+@_s3_options
+@click.option("--pause-timeout", type=click.FloatRange(1, 3600), default=60.0, show_default=True,
+              help="Seconds to wait for every writer to finish its batch in hand and pause.")
+@click.option("--max-redis-pause", type=click.FloatRange(1, 600), default=30.0, show_default=True,
+              help="Seconds Redis writes may be held while its keys are dumped; a longer dump fails.")
+@_cluster_options
+def backup(to, s3_endpoint_url, s3_region, pause_timeout, max_redis_pause, data_dir, redis_url, prefix,
+           ray_address) -> None:
+    """Back up a running peakdesk: its Redis keys and its ClickHouse events, consistent with each
+    other (see docs/operations.md, "Backup and restore"). Exit status 2: refused, nothing done."""
+    from actors.backup_cli import run_backup
+
+    _backup_call(lambda: run_backup(to, run_file=(data_dir or default_data_dir()) / RUN_FILE, redis_url=redis_url,
+                                    prefix=prefix, ray_address=ray_address, s3_endpoint_url=s3_endpoint_url,
+                                    s3_region=s3_region, pause_timeout_s=pause_timeout,
+                                    max_redis_pause_s=max_redis_pause))
+
+
+@main.command()
+@click.option("--from", "source", required=True, metavar="DIR|s3://BUCKET/PREFIX", help="A backup made by `peakdesk backup`.")
+@click.option("--wipe", is_flag=True, help="Delete the keys under the prefix and the events already there first.")
+@_s3_options
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The stopped peakdesk's data dir: its Redis and chDB, unless given by URL [./peakdesk-data].")
+@click.option("--redis-url", default=None, help="Restore into this Redis [the data dir's, started for the restore].")
+@click.option("--clickhouse-url", default=None, help="Restore into this ClickHouse [the data dir's chDB].")
+def restore(source, wipe, s3_endpoint_url, s3_region, data_dir, redis_url, clickhouse_url) -> None:
+    """Restore a backup onto a STOPPED peakdesk (prefix and database from the backup), then start
+    it: its writers drain the restored outbox. Refuses a non-empty target unless --wipe. Exit
+    status 2: refused, nothing changed."""
+    from actors.backup_cli import run_restore
+
+    _backup_call(lambda: run_restore(source, data_dir=data_dir or default_data_dir(), run_file_name=RUN_FILE,
+                                     redis_url=redis_url, clickhouse_url=clickhouse_url, wipe=wipe,
+                                     s3_endpoint_url=s3_endpoint_url, s3_region=s3_region))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 # A heartbeat's age is its TTL less the TTL it has left (heartbeats carry no time of their own).
 WRITER_HEARTBEAT_TTL_S = WriterOptions().heartbeat_ttl_s
 CONNECTION_KINDS = ("customer", "visitor", "agent")
-WRITER_STATES = ("idle", "running", "retrying", "stopped")
+WRITER_STATES = ("idle", "running", "retrying", "paused", "stopped")   # paused: a backup holds them
 BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 # host heartbeat field -> (metric, help); cumulative since the host process started

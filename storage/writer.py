@@ -15,6 +15,14 @@ The loop, until `stop()`:
 4. Acknowledge: XACK + XDEL + backlog decrement in one atomic, idempotent script.
 Any other failure (Redis down) is logged at the loop's boundary, and the loop starts over at
 step 1 after a pause: entries read but not acknowledged are still pending, so none is lost.
+
+Pausing (for `peakdesk backup`, storage.backup): before each turn the writer reads the flag
+`{prefix}writers:pause`. While it is set the writer reads, stores and acknowledges nothing, and
+says so by setting `{prefix}writers:paused:{name}` to the flag's value (a token naming who
+paused it): since it checks only between turns, that key means "no batch of mine is in
+flight, and ClickHouse will get nothing from me until the flag goes". When the flag is gone it
+re-creates missing consumer groups and re-reads its own pending entries first (a restore may
+have replaced the streams meanwhile), then carries on.
 """
 from __future__ import annotations
 
@@ -34,6 +42,19 @@ from storage.events import Event, EventSink, SinkUnavailable
 log = logging.getLogger(__name__)
 
 SinkFactory = Callable[[], EventSink]
+
+PAUSE_POLL_S = 0.1        # how often a paused writer looks at the flag again
+PAUSED_TTL_MS = 5_000     # a paused writer's confirmation lapses this long after it stops renewing it
+
+
+def pause_key(prefix: str) -> str:
+    """Set (to a token) by whoever needs ClickHouse to stand still; see the module's doc."""
+    return f"{prefix}writers:pause"
+
+
+def paused_key(prefix: str, name: str) -> str:
+    """Set by writer `name` to the pause flag's token while it honours it."""
+    return f"{prefix}writers:paused:{name}"
 
 
 @dataclass
@@ -91,6 +112,7 @@ class OutboxWriter:
         self._stopping = asyncio.Event()
         self._changed = asyncio.Event()
         self._pending_done = False
+        self._paused = False
         self._failures = 0
         self._stats: dict[str, Any] = {
             "name": name, "shards": self.shards, "state": "idle", "events_written": 0,
@@ -149,6 +171,8 @@ class OutboxWriter:
     # --- one turn of the loop ------------------------------------------------------------
 
     async def _step(self) -> None:
+        if await self._honour_pause():
+            return
         pending = not self._pending_done
         batch = await self.read_batch(pending=pending)
         if pending and not batch.entries:
@@ -156,6 +180,32 @@ class OutboxWriter:
             return
         if batch.entries and await self.store(batch):
             await self.acknowledge(batch)
+
+    async def _honour_pause(self) -> bool:
+        """True (after a short wait) while the pause flag is set. Called only between turns,
+        so whatever this writer read before is stored and acknowledged, or still pending."""
+        token = await self._redis.get(pause_key(self.prefix))
+        if token is None:
+            if self._paused:
+                self._paused = False
+                # The streams may have been deleted or restored while paused: groups first,
+                # then this writer's own pending entries (as redeliveries) before new ones.
+                await outbox.ensure_groups(self._redis, self.prefix, self.shards)
+                self._pending_done = False
+                log.info("%s: resumed", self.name)
+                self._set(state="running")
+            return False
+        if not self._paused:
+            self._paused = True
+            log.info("%s: paused by %s", self.name, token.decode(errors="replace"))
+        if self._stats["state"] != "paused":
+            self._set(state="paused")
+        await self._redis.set(paused_key(self.prefix, self.name), token, px=PAUSED_TTL_MS)
+        try:
+            await asyncio.wait_for(self._stopping.wait(), PAUSE_POLL_S)
+        except TimeoutError:
+            pass
+        return True
 
     async def read_batch(self, pending: bool = False) -> Batch:
         """Entries up to `max_batch_events` events: this writer's pending ones, or new ones
