@@ -20,6 +20,7 @@ platform messages arrive as text.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -79,6 +80,24 @@ class Outbound:
     thread: str = ""
     reply_to: dict = field(default_factory=dict)    # from the customer's latest Inbound of this conversation
     last_inbound_ms: int = 0         # when the customer last wrote (the 24-hour window rules)
+
+
+TEXT_MAX = 4000                  # docs/protocol.md: a text is 1-4,000 characters ...
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")   # ... with no control characters but \t and \n
+EMPTY_TEXT = "[空消息 empty message]"
+
+
+def protocol_text(text: str) -> str:
+    """A platform's text as a protocol text may be: line breaks as \n, no other control
+    characters, never empty. (A platform's message is cleaned: it can't be refused as a client's
+    frame is, the platform would only send it again.)"""
+    return _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n")) or EMPTY_TEXT
+
+
+def text_parts(text: str) -> list[str]:
+    """`protocol_text` in parts of at most TEXT_MAX characters: one Inbound each."""
+    text = protocol_text(text)
+    return [text[i:i + TEXT_MAX] for i in range(0, len(text), TEXT_MAX)]
 
 
 class Refused(Exception):

@@ -9,6 +9,7 @@ HMAC-SHA256(secret, "<t>." + raw body)>`, refused when older than `max_age_s` (r
 from __future__ import annotations
 
 import base64
+import re
 import time
 from typing import Annotated, ClassVar, Literal
 
@@ -84,7 +85,7 @@ class WebhookConnector:
         header = request.headers.get("x-peakdesk-signature", "")
         if not header:
             raise Refused("signature: X-Peakdesk-Signature is missing", 401)
-        if not verify(self.config.secret, header, request.body, self.config.max_age_s):
+        if not _checkable(header) or not verify(self.config.secret, header, request.body, self.config.max_age_s):
             raise Refused("signature: does not match the body, or its t is older than max_age_s", 401)
         try:
             callback = Callback.model_validate(orjson.loads(request.body))
@@ -120,7 +121,10 @@ class WebhookConnector:
         if response.status_code != 200 or len(response.content) > MAX_MEDIA:
             raise Refused(f"body.messages.{i}.content.url: answered {response.status_code}, "
                           f"{len(response.content)} bytes (at most {MAX_MEDIA})", 502)
-        return await self.media.store(media.name, media.mime, response.content)
+        try:
+            return await self.media.store(media.name, media.mime, response.content)
+        except ValueError as exc:   # the attachment store's refusal: "mime: the content is not image/png"
+            raise Refused(f"body.messages.{i}.content.{exc}") from None
 
     # -- out ---------------------------------------------------------------------------------------
     async def send(self, message: Outbound) -> str:
@@ -144,14 +148,23 @@ class WebhookConnector:
                              f"{_error_of(response)}", retry=False)
         try:
             return str(response.json()["message_id"])[:200]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             return message.key      # accepted without an id of its own
+
+
+def _checkable(header: str) -> bool:
+    """A header storage.webhooks.verify can take: ASCII (hmac.compare_digest raises TypeError on
+    other text) and a `t` of at most 12 digits (a longer one overflows its float arithmetic)."""
+    if not header.isascii() or len(header) > 1024:
+        return False
+    t = [part[2:] for part in header.split(",") if part.startswith("t=")]
+    return bool(t) and re.fullmatch(r"[0-9]{1,12}", t[-1]) is not None
 
 
 def _error_of(response: httpx.Response) -> str:
     try:
         return str(response.json().get("error", ""))[:200]
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return response.text[:200]
 
 

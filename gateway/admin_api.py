@@ -201,7 +201,8 @@ async def list_customers(who: Principal):
 
 
 def _int_arg(raw: str, name: str, low: int, high: int) -> int:
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    # isascii: str.isdigit() is also true of "²" or "٣", which int() refuses
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
         raise ApiError(422, "invalid_field", f"{name}: must be an integer from {low} to {high}", name)
     return int(raw)
 

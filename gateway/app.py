@@ -7,6 +7,7 @@ from typing import Awaitable, Callable, Mapping
 
 import orjson
 from quart import Quart, Response
+from quart_schema import security_scheme
 
 from . import errors
 
@@ -58,6 +59,7 @@ def create_app(checks: Mapping[str, Check], check_timeout: float = 3.0, services
         _mount_api(app, services)
 
     @app.get("/healthz")
+    @security_scheme([])  # unauthenticated: the document must not claim the bearer scheme for it
     async def healthz() -> Response:
         names = list(checks)
         results = await asyncio.gather(*(_run_check(checks[n], check_timeout) for n in names))

@@ -6,7 +6,7 @@ import time
 import uuid
 
 from quart import Blueprint
-from quart_schema import validate_request
+from quart_schema import security_scheme_blueprint, validate_request
 
 from . import limits
 from .auth import AuthError, Principal, verify_customer_signature, verify_password
@@ -14,6 +14,7 @@ from .context import services
 from .schemas import CustomerIdentityBody, LoginBody, VisitorBody
 
 auth_api = Blueprint("auth", __name__, url_prefix="/api/v1/auth")
+security_scheme_blueprint(auth_api, [])   # where tokens come from: no token needed (/openapi.json says so)
 
 # Compared against when the username does not exist, so a wrong username costs as long as a
 # wrong password and the answer time does not tell which agents exist.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import orjson
 from pydantic import ValidationError
-from quart import Quart, Response, request
+from quart import Quart, Response, has_request_context, request, websocket
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -73,11 +73,13 @@ def install(app: Quart) -> None:
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
+        # also a websocket's (Quart turns its unhandled errors into a 500 here): no `request` then
+        where = request if has_request_context() else websocket
         code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
                 415: "unsupported_media_type"}.get(exc.code or 500, "http_error")
-        message = {404: f"no such path: {request.path}", 405: f"{request.method} is not allowed on {request.path}",
+        message = {404: f"no such path: {where.path}", 405: f"{where.method} is not allowed on {where.path}",
                    413: "request body is too large"}.get(exc.code or 500, exc.description or exc.name)
-        if exc.code == 400 and await _body_is_bad_json():
+        if exc.code == 400 and has_request_context() and await _body_is_bad_json():
             code, message = "invalid_json", "body is not valid JSON"
         return error_response(exc.code or 500, code, message)
 

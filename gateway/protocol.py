@@ -37,8 +37,11 @@ class FrameError(Exception):
 # -- encoding --------------------------------------------------------------------------------
 def decode(data: str | bytes) -> dict:
     """Text frames are JSON, binary frames msgpack."""
-    if len(data) > MAX_FRAME_BYTES:
-        raise FrameError("frame_too_large", f"frames are at most {MAX_FRAME_BYTES} bytes, got {len(data)}")
+    size = len(data)
+    if isinstance(data, str) and size > MAX_FRAME_BYTES // 4:   # bytes, not characters: UTF-8 takes up to 4
+        size = len(data.encode("utf-8", "surrogatepass"))
+    if size > MAX_FRAME_BYTES:
+        raise FrameError("frame_too_large", f"frames are at most {MAX_FRAME_BYTES} bytes, got {size}")
     try:
         frame = orjson.loads(data) if isinstance(data, str) else msgpack.unpackb(data, raw=False, strict_map_key=True)
     except (orjson.JSONDecodeError, ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
@@ -284,6 +287,8 @@ def _content(m: Msg, ref: Any) -> dict:
         raise FrameError("invalid_frame", f"content.mime: a {m.kind} needs {_MIME_PREFIX[m.kind]}*", ref)
     if m.kind == "rich":
         content["html"] = sanitize_html(content["html"])
+        if not content["html"]:
+            raise FrameError("invalid_frame", "content.html: nothing is left once unsafe markup is removed", ref)
     return content
 
 

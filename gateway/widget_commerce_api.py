@@ -46,7 +46,7 @@ async def my_orders():
             raise ApiError(422, "invalid_field", f"{name}: not accepted here; the customer is the one of your token",
                            name)
     raw = request.args.get("limit", "10")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_ORDERS:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_ORDERS:   # "²".isdigit() too
         raise ApiError(422, "invalid_field", f"limit: a whole number from 1 to {MAX_ORDERS}, got {raw[:20]!r}", "limit")
     found = await _ask((await adapter(who.merchant)).orders_of(who.id, limit=int(raw)))
     return {"items": [o.model_dump() for o in found if o.customer_id == who.id]}

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 ws_api = Blueprint("ws", __name__)
 
 HELLO_TIMEOUT_S = 10
+CLOSE_INTERNAL_ERROR = 1011
 HEARTBEAT_S = 25
 
 
@@ -38,6 +39,12 @@ async def ws_endpoint():
     svc.hub.by_ip[ip] = svc.hub.by_ip.get(ip, 0) + 1
     try:
         await _serve(svc, ws)
+    except Exception:   # a bug, not the client's doing: logged, and closed as one (not 1000, "normal")
+        log.exception("websocket from %s failed", ip)
+        try:
+            await ws.close(CLOSE_INTERNAL_ERROR, "internal error")
+        except Exception:
+            pass        # already closed
     finally:
         svc.hub.by_ip[ip] -= 1
 
@@ -57,7 +64,7 @@ async def _serve(svc: Services, ws) -> None:
 
 async def _handshake(svc: Services, ws) -> Connection | None:
     try:
-        data = await asyncio.wait_for(ws.receive(), HELLO_TIMEOUT_S)
+        data = _message(await asyncio.wait_for(ws.receive(), HELLO_TIMEOUT_S))
     except asyncio.TimeoutError:
         await ws.close(CLOSE_TIMEOUT, "no hello")
         return None
@@ -98,7 +105,7 @@ async def _handshake(svc: Services, ws) -> Connection | None:
 async def _reader(svc: Services, ws, conn: Connection) -> None:
     while True:
         try:
-            data = await asyncio.wait_for(ws.receive(), 2 * HEARTBEAT_S)
+            data = _message(await asyncio.wait_for(ws.receive(), 2 * HEARTBEAT_S))
         except asyncio.TimeoutError:
             await ws.close(CLOSE_TIMEOUT, "silent for two heartbeats")
             return
@@ -114,6 +121,11 @@ async def _reader(svc: Services, ws, conn: Connection) -> None:
             await _dispatch(svc, conn, parse(decode(data)))
         except FrameError as exc:
             conn.offer(exc.frame())
+
+
+def _message(data: str | bytes | None) -> str | bytes:
+    """Quart hands an empty binary message over as None (`event.get("bytes") or event["text"]`)."""
+    return b"" if data is None else data
 
 
 async def _dispatch(svc: Services, conn: Connection, frame) -> None:

@@ -44,12 +44,12 @@ def verify(secret: str, header: str, body: bytes, tolerance_s: int = 300, now: f
     try:
         parts = dict(p.split("=", 1) for p in header.split(","))
         t = int(parts["t"])
-    except (ValueError, KeyError):
+        if abs((time.time() if now is None else now) - t) > tolerance_s:
+            return False
+        expected = sign(secret, body, t).split("v1=", 1)[1]
+        return hmac.compare_digest(expected.encode(), parts.get("v1", "").encode("utf-8", "replace"))
+    except (ValueError, KeyError, TypeError, OverflowError):   # any header that isn't ours: not a match
         return False
-    if abs((time.time() if now is None else now) - t) > tolerance_s:
-        return False
-    expected = sign(secret, body, t).split("v1=", 1)[1]
-    return hmac.compare_digest(expected, parts.get("v1", ""))
 
 
 class WebhookStore:

@@ -323,3 +323,9 @@ def test_sla_reminds_then_escalates_once_and_pauses_while_waiting_on_the_custome
             types = [e.type for e in await _events(api.r, prefix) if e.payload["ticket_id"] == second["ticket_id"]]
             assert sorted(types) == ["ticket.created", "ticket.escalated", "ticket.sla_reminder"]
     run(main())
+
+
+@pytest.mark.parametrize("header", ["t=1" + "0" * 400 + ",v1=ab", "t=1,v1=签名", "v1=00", "t=,v1=", "garbage", "",
+                                    "t=1e9,v1=00", "t=" + str(2**70) + ",v1=00"])
+def test_a_signature_header_that_is_not_ours_never_matches_and_never_raises(header):
+    assert webhooks.verify("whsec_x", header, b"{}") is False

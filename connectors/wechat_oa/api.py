@@ -64,7 +64,7 @@ def errcode(resp: Answer) -> tuple[int, str]:
     try:
         body = json.loads(resp.content)
         return int(body.get("errcode") or 0), str(body.get("errmsg") or "")
-    except (ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError, AttributeError, OverflowError, RecursionError):   # {"errcode": 1e400}, [[[[…
         return 0, ""
 
 
@@ -184,7 +184,7 @@ async def _read_capped(resp: httpx.Response) -> bytes:
 def _json(resp: Answer) -> dict:
     try:
         body = json.loads(resp.content)
-    except ValueError:
+    except (ValueError, RecursionError):     # RecursionError: JSON nested past the parser's limit
         raise SendFailed("WeChat's answer is not JSON", retry=True) from None
     if not isinstance(body, dict):
         raise SendFailed("WeChat's answer is not a JSON object", retry=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from connectors.base import Inbound, Media, SendFailed
+from connectors.base import Inbound, Media, SendFailed, text_parts
 from storage.attachments import AttachmentRefused
 
 from .api import WechatApi
@@ -36,11 +36,19 @@ def mime_of(declared: str, data: bytes) -> str:
 async def inbound(msg: dict[str, str], api: WechatApi, media: Media | None) -> list[Inbound]:
     """The message; a stored voice message is followed by WeChat's transcript of it, when it sent one."""
     kind, content = await _content(msg, api, media)
-    found = [_message(msg, msg["MsgId"], kind, content)]
+    found = _messages(msg, msg["MsgId"], kind, content)
     if kind == "audio" and msg.get("Recognition"):
-        found.append(_message(msg, msg["MsgId"] + ":recognition", "text",
-                              {"text": f"[语音识别 voice transcript] {msg['Recognition']}"}))
+        found += _messages(msg, msg["MsgId"] + ":recognition", "text",
+                           {"text": f"[语音识别 voice transcript] {msg['Recognition']}"})
     return found
+
+
+def _messages(msg: dict[str, str], message_id: str, kind: str, content: dict) -> list[Inbound]:
+    """A text as protocol texts: without control characters, in parts of at most 4,000."""
+    if kind != "text":
+        return [_message(msg, message_id, kind, content)]
+    return [_message(msg, message_id if n == 0 else f"{message_id}#{n + 1}", "text", {"text": part})
+            for n, part in enumerate(text_parts(content["text"]))]
 
 
 def _message(msg: dict[str, str], message_id: str, kind: str, content: dict) -> Inbound:

@@ -117,7 +117,7 @@ class WeComApi:
         _check_status(response.status_code)
         try:
             doc = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):     # RecursionError: JSON nested past the parser's limit
             raise ApiError("WeCom answered something that is not JSON", retry=True) from None
         if not isinstance(doc, dict):
             raise ApiError("WeCom answered JSON that is not an object", retry=True)
@@ -170,7 +170,7 @@ def _json_error(download: Download) -> tuple[int, str]:
         return 0, ""
     try:
         doc = json.loads(download.data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return 0, ""
     return _errcode(doc) if isinstance(doc, dict) and "errcode" in doc else (0, "")
 

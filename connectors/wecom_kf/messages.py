@@ -9,7 +9,7 @@ import logging
 import mimetypes
 import re
 
-from ..base import Inbound, Media, Receipt
+from ..base import Inbound, Media, Receipt, protocol_text
 from .api import ApiError, WeComApi
 from .errors import SEND_FAIL_TYPES
 
@@ -65,6 +65,8 @@ async def convert(msg: dict, api: WeComApi, media: Media | None) -> Inbound | Re
     if msg["origin"] != FROM_CUSTOMER or not _str(msg, "external_userid") or not _str(msg, "open_kfid"):
         return None
     kind, content = await _content(msg, api, media)
+    if kind == "text":      # no control characters in a protocol text (a customer's or WeCom's)
+        content = {"text": protocol_text(content["text"])[:MAX_TEXT]}
     send_time = msg.get("send_time")
     return Inbound(external_id=msg["external_userid"], message_id=msg["msgid"], kind=kind, content=content,
                    thread=msg["open_kfid"], at_ms=send_time * 1000 if isinstance(send_time, int) else 0,
@@ -75,8 +77,8 @@ def _receipt(event) -> Receipt | None:
     if not isinstance(event, dict) or event.get("event_type") != "msg_send_fail" or not _str(event, "fail_msgid"):
         return None
     fail_type = event.get("fail_type")
-    return Receipt(message_id=event["fail_msgid"], status="failed",
-                   error=SEND_FAIL_TYPES.get(fail_type, f"fail_type {fail_type}"))
+    known = SEND_FAIL_TYPES.get(fail_type) if isinstance(fail_type, int) else None   # (a list is no dict key)
+    return Receipt(message_id=event["fail_msgid"], status="failed", error=known or f"fail_type {str(fail_type)[:64]}")
 
 
 async def _content(msg: dict, api: WeComApi, media: Media | None) -> tuple[str, dict]:

@@ -74,7 +74,7 @@ def _said(error: dict) -> str:
 def _error_of(resp: httpx.Response) -> dict:
     try:
         body = resp.json()
-    except ValueError:
+    except (ValueError, RecursionError):     # RecursionError: JSON nested past the parser's limit
         return {}
     error = body.get("error") if isinstance(body, dict) else None
     return error if isinstance(error, dict) else {}

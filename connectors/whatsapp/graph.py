@@ -49,7 +49,7 @@ class Graph:
 
     async def download(self, url: str, limit: int) -> bytes:
         if not self._trusted(url):
-            raise GraphError(f"media url host {httpx.URL(url).host!r} is not Meta's: not fetched", False)
+            raise GraphError(f"media url {url[:100]!r} is not Meta's: not fetched", False)   # (maybe no URL at all)
         token = await self.tokens.get()
         try:
             # httpx drops the Authorization header if a redirect leaves the host
@@ -106,6 +106,6 @@ async def _read_capped(resp: httpx.Response, limit: int) -> bytes:
 def _json(resp: httpx.Response) -> dict:
     try:
         body = resp.json()
-    except ValueError:
+    except (ValueError, RecursionError):     # RecursionError: JSON nested past the parser's limit
         raise GraphError("WhatsApp answered 200 with a body that is not JSON", True) from None
     return body if isinstance(body, dict) else {}

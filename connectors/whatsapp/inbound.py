@@ -16,19 +16,19 @@ from dataclasses import dataclass, field
 import orjson
 from pydantic import ValidationError
 
-from connectors.base import Inbound, Receipt, Refused, WebhookRequest, WebhookResult
+from connectors.base import Inbound, Receipt, Refused, WebhookRequest, WebhookResult, text_parts
 from .config import WhatsAppConfig
 from .models import MEDIA_TYPES, MediaRef, Message, Notification, Status, Value
 
 MAX_BODY = 3 * 1024 * 1024          # Meta batches up to 1,000 updates; real ones are a few KiB
 MAX_AGE_S = 8 * 86400               # WhatsApp retries an unanswered notification for up to 7 days
 MAX_AHEAD_S = 3600                  # clock skew allowed; later than that is no message from WhatsApp
-TEXT_MAX = 4000                     # docs/protocol.md: a text is 1-4,000 characters
 KIND = {"image": "image", "sticker": "image", "audio": "audio", "video": "video", "document": "file"}
 RECEIPTS = ("sent", "delivered", "read", "failed")
 IGNORED = ("reaction", "request_welcome")   # see docs/connectors/whatsapp.md: nothing to answer
 _CHALLENGE = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")   # Meta's is a number; never reflect markup
 _SIGNATURE = re.compile(r"^sha256=([0-9a-fA-F]{64})$")
+_CHOICE = re.compile(r"^[^\x00-\x1f\x7f]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -136,8 +136,7 @@ def _items(message: Message, name: str) -> list[Inbound | Pending]:
 
 def _texts(message_id: str, content: dict, fields: dict) -> list[Inbound]:
     """One text Inbound, or several when it is longer than a peakdesk text may be."""
-    text = content["text"]
-    parts = [text[i:i + TEXT_MAX] for i in range(0, len(text), TEXT_MAX)]
+    parts = text_parts(content["text"])     # and without control characters (docs/protocol.md)
     return [Inbound(message_id=message_id if n == 0 else f"{message_id}#{n + 1}", kind="text",
                     content={**content, "text": part} if n == 0 else {"text": part}, **fields)
             for n, part in enumerate(parts)]
@@ -149,7 +148,8 @@ def _content(message: Message) -> dict:
         return {"text": message.text.body}
     if kind == "interactive" and (reply := message.interactive.button_reply or message.interactive.list_reply):
         # a tap on the choices `send` offered: the full question rides in a list row's description
-        return {"text": reply.description or reply.title, "choice": reply.id}
+        choice = {"choice": reply.id} if _CHOICE.match(reply.id) else {}    # an id of ours; protocol: 1-64, no control
+        return {"text": reply.description or reply.title, **choice}
     if kind == "button":
         return {"text": message.button.text}
     if kind == "location":
@@ -172,7 +172,8 @@ def _contacts(cards: list[dict]) -> str:
     lines = []
     for card in cards:
         name = (card.get("name") or {}).get("formatted_name", "") if isinstance(card.get("name"), dict) else ""
-        phones = [str(p.get("phone", "")) for p in card.get("phones") or [] if isinstance(p, dict)]
+        phones = card.get("phones") if isinstance(card.get("phones"), list) else []
+        phones = [str(p.get("phone", "")) for p in phones if isinstance(p, dict)]
         lines.append(f"👤 {name} {' '.join(phones)}".rstrip())
     return "\n".join(lines) or "👤"
 

@@ -102,7 +102,7 @@ class Tokens:
 def _token_of(resp: httpx.Response) -> tuple[str, float]:
     try:
         body = resp.json()
-    except ValueError:
+    except (ValueError, RecursionError):     # RecursionError: JSON nested past the parser's limit
         body = None
     token = body.get("access_token") if isinstance(body, dict) else None
     if not isinstance(token, str) or not token:
