@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 
 import orjson
@@ -17,6 +18,7 @@ from .placement import PlacementTable
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+HOST_WATCH_S = 2.0   # how often the process that started peakdesk looks for hosts lost with their node
 
 
 def init_ray(settings: Settings) -> None:
@@ -53,6 +55,8 @@ class Cluster:
         self.gateways: dict[str, object] = {}
         self.bots: dict[str, object] = {}
         self.gateway_port: int | None = None
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     # -- placement -----------------------------------------------------------------------------
     def table(self) -> PlacementTable | None:
@@ -99,11 +103,51 @@ class Cluster:
         save_settings(self)
         log.info("cluster up in %.1fs: %d hosts, %d writers, %d bot workers", time.monotonic() - t0, len(ids),
                  s.writers, len(self.bots))
+        self._watcher = threading.Thread(target=self._watch_hosts, name="peakdesk-host-watch", daemon=True)
+        self._watcher.start()
+
+    # -- hosts lost with their node -------------------------------------------------------------
+    def _watch_hosts(self) -> None:
+        """Ray restarts a crashed host by itself, but not one pinned to a node that is gone (a
+        machine lost without `peakdesk drain`): that host is dead for good, and every
+        conversation placed on it would wait forever. Such a host is started again here, on a
+        node Ray picks, under its name: like after any crash, its actors come back from Redis
+        and it re-sends what it had committed and not delivered."""
+        while not self._stopping.wait(HOST_WATCH_S) and ray.is_initialized():
+            for name, handle in list(self.hosts.items()):
+                if self._stopping.is_set():
+                    return
+                try:
+                    ray.get(handle.pid.remote(), timeout=5)
+                except ray.exceptions.ActorUnschedulableError:
+                    self._replace_host(name)
+                except Exception:  # restarting, busy, or removed on purpose: not ours to handle
+                    continue
+
+    def _replace_host(self, name: str) -> None:
+        from . import remote
+
+        table = self.table()
+        if table is None or name not in table.hosts or self._stopping.is_set():
+            return   # scaled in meanwhile: it is meant to be gone
+        tail = name.rpartition("-")[2]
+        log.warning("host %s was lost with its Ray node: starting it again on another node", name)
+        try:
+            handle = remote.host_actor(name, int(tail) if tail.isdigit() else 0, self.settings.to_dict(),
+                                       self.settings.namespace)
+            ray.get(handle.wait_ready.remote(), timeout=60)
+        except Exception:  # tried again next period
+            log.exception("could not start host %s again", name)
+            return
+        self.hosts[name] = handle
 
     def stop(self) -> None:
         """Gateways first (clients are told to reconnect elsewhere), then hosts, then writers
         (they finish the batch in hand; the rest stays in the outbox). Also what `peakdesk
         scale` added from other shells (the shape in Redis names it)."""
+        self._stopping.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=15)
         self._adopt()
         if self.gateways:
             try:

@@ -68,8 +68,29 @@ class HostService:
         self.host = ActorHost(self.id, store, RayTransport(s.namespace), KINDS, table,
                               idle_s=s.idle_passivate_s, on_heartbeat=heartbeat, pusher=self._push,
                               asker=self._ask)
+        ran_before = bool(await r.exists(f"{s.prefix}host:{self.id}:round"))  # a previous incarnation committed
         await self.host.start()
         log.info("host %s ready (pid %d, table v%d)", self.id, os.getpid(), table.version)
+        if ran_before:
+            self._telling = asyncio.get_running_loop().create_task(self._tell_gateways(r))
+
+    async def _tell_gateways(self, r) -> None:
+        """After a crash: pushes are at most once, and those of our previous incarnation that it
+        had committed but not sent are gone; each gateway renews its connections' subscriptions
+        to what we hold (GatewayService.host_restarted), so nobody waits for one forever."""
+        import orjson
+        import ray
+
+        raw = await r.get(f"{self.settings.prefix}cluster")
+        for name in (orjson.loads(raw).get("gateways", []) if raw else []):
+            try:
+                gateway = ray.get_actor(name, namespace=self.settings.namespace)
+                renewed = await asyncio.wait_for(gateway.host_restarted.remote(self.id), 60)
+                log.info("host %s: %s renewed %d subscriptions", self.id, name, renewed)
+            except ValueError:  # not running (yet: a whole cluster starting again on its old data)
+                log.info("host %s: %s is not running", self.id, name)
+            except Exception as exc:  # that gateway is down too: its clients resume when they reconnect
+                log.warning("host %s: could not tell %s about the restart: %s", self.id, name, exc)
 
     async def _push(self, gateway: str, items: list) -> None:
         import ray

@@ -51,9 +51,15 @@ class SessionActor(BotTurns, Lifecycle, Actor):
 
     # -- connections ---------------------------------------------------------------------------
     def on_subscribe(self, body: dict, env) -> None:
-        self._check_access(body)
+        try:
+            self._check_access(body)
+        except Rejected:
+            if body.get("resync"):   # a renewal after a host restart (gateway/service.py): it lost access
+                raise Rejected("no access to renew") from None   # meanwhile, nothing to tell the client
+            raise
         who = body.get("from") or {}
-        if who.get("kind") == "agent":   # a person opened this conversation: who, when (the audit trail)
+        if who.get("kind") == "agent" and not body.get("resync"):   # a person opened this conversation
+            # (who, when: the audit trail) — not a gateway renewing a subscription after a host restart
             self.emit("audit.conversation.viewed", payload={"actor": f"agent:{who.get('id', '')}",
                                                             "role": who.get("role", ""), "after": body.get("after", 0)},
                       **self._cols())

@@ -61,7 +61,9 @@ class RayTransport:
         handle = self._handle(host_id)
         try:
             return await handle.deliver.remote(payload)
-        except (rex.RayActorError, rex.ActorUnavailableError) as exc:
-            if isinstance(exc, rex.ActorDiedError):
+        except (rex.RayActorError, rex.ActorUnavailableError, rex.ActorUnschedulableError) as exc:
+            # Unschedulable: its node is gone; the process that started peakdesk starts it again
+            # elsewhere under the same name (actors/cluster.py) — until then, re-sent like any
+            if isinstance(exc, (rex.ActorDiedError, rex.ActorUnschedulableError)):
                 self._handles.pop(host_id, None)  # gone for good: look the name up again
             raise HostUnavailable(f"host {host_id}: {type(exc).__name__}") from exc

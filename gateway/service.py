@@ -41,13 +41,13 @@ class GatewayService:
     def __init__(self, name: str, settings: dict):
         self.name = name
         self.settings = Settings.from_dict(settings)
-        self.redis = aioredis.from_url(self.settings.redis_url)
+        self.redis = redis_client(self.settings.redis_url)
         self.presence = Presence(self.redis, self.settings.prefix)
         checks = {"ray": self._check_hosts, "redis": self._check_redis, "clickhouse": self._check_clickhouse}
         self.hub = Hub()
         # /metrics reads Redis on its own client with short timeouts: a scrape never waits long
         self.metrics = GatewayMetrics(
-            aioredis.from_url(self.settings.redis_url, socket_connect_timeout=1, socket_timeout=1),
+            redis_client(self.settings.redis_url, socket_connect_timeout=1, socket_timeout=1),
             self.settings.prefix, shards=range(self.settings.outbox_shards),
             writers=[f"writer-{i}" for i in range(self.settings.writers)], hub=self.hub)
         self.router = Router(name, RayTransport(self.settings.namespace), PlacementTable(0, ()),
@@ -96,6 +96,36 @@ class GatewayService:
     async def push(self, items: list) -> int:
         """Frames from actors for this gateway's connections: [(connection id, frame), ...]."""
         return self.hub.deliver(items)
+
+    async def host_restarted(self, host_id: str) -> int:
+        """A host came back after a crash. What its previous incarnation had committed but not
+        yet pushed died with it — a message for someone who stays connected, the ack of a
+        message whose re-sent batch the new incarnation then dropped as a duplicate, the
+        conversations an agent was given — and nobody connected here would ever ask for it.
+        So every connection re-subscribes each conversation that host holds from the last seq
+        it was sent (the conversation's log fills any gap, and its state comes with
+        `subscribed`), and each agent whose actor lives there hears its own state again.
+        Returns how many subscriptions were renewed."""
+        from actors.envelope import ActorRef, Envelope
+
+        await self.ready
+        table, envs = self.router.table, []
+        for conn in list(self.hub.connections.values()):
+            p = conn.principal
+            body = {"from": {"kind": p.kind, "id": p.id, "role": p.role}, "connection": f"{self.name}/{conn.id}"}
+            try:
+                if p.kind == "agent" and table.owner(ActorRef("agent", p.merchant, p.id)) == host_id:
+                    envs.append(Envelope(ActorRef("agent", p.merchant, p.id), "subscribe", dict(body)))
+                for session, last in list(conn.last_seq.items()):
+                    ref = ActorRef("session", p.merchant, session)
+                    if table.owner(ref) == host_id:
+                        envs.append(Envelope(ref, "subscribe", {**body, "after": last, "role": p.role, "resync": True}))
+            except LookupError:  # no table yet: nothing placed, nothing to renew
+                return 0
+        if envs:
+            await self.router.send(envs)
+            log.info("gateway %s: host %s restarted; renewed %d subscriptions", self.name, host_id, len(envs))
+        return len(envs)
 
     async def say_goodbye(self, reason: str = "gateway restarting") -> int:
         """Tell every client to reconnect elsewhere (close 4000), before this gateway stops."""
@@ -153,7 +183,12 @@ class GatewayService:
         hosts = orjson.loads(raw)["hosts"] if raw else []
         if not hosts:
             raise RuntimeError("no actor hosts in the placement table")
-        await _remote_calls([self._handle(h) for h in hosts], "statistics")
+        try:
+            await _remote_calls([self._handle(h) for h in hosts], "statistics")
+        except Exception:
+            for h in hosts:  # one started again after its node died is another actor: look them up again
+                self._handles.pop(h, None)
+            raise
 
     async def _query(self, sql: str, parameters: dict | None = None) -> list:
         """A read through a writer (in embedded mode only the writer may open chDB)."""
@@ -180,6 +215,17 @@ class GatewayService:
     async def stop(self) -> None:
         await self.say_goodbye("gateway stopping")
         await self.server.stop()
+
+
+def redis_client(url: str, **options) -> aioredis.Redis:
+    """redis-py 8.1 leaves maintenance notifications at "auto", which its pool takes for "on" and
+    then skips the check of a pooled connection on checkout; with no retries by default, every
+    connection idle in the pool when Redis restarted failed its next command (REST 500s, dropped
+    websockets, long after Redis was back — bench/chaos's redis fault). Off, the pool replaces a
+    connection the server closed before using it; no command is ever sent twice."""
+    from redis.maint_notifications import MaintNotificationsConfig
+
+    return aioredis.from_url(url, maint_notifications_config=MaintNotificationsConfig(enabled=False), **options)
 
 
 async def _remote_calls(handles: list, method: str) -> None:
