@@ -30,6 +30,7 @@ from quart.testing import WebsocketResponseError
 
 from gateway import errors
 from gateway.protocol import MAX_FRAME_BYTES, TYPES, FrameError, Msg, decode, encode, parse, sanitize_html
+from tests.fuzz_support import slots
 from tests.gateway_cluster import Peakdesk, connected
 
 pytestmark = pytest.mark.timeout(300)
@@ -110,27 +111,14 @@ MSGPACK_VALUES = st.recursive(MSGPACK_SCALARS, lambda kids: st.lists(kids, max_s
                                               max_size=4), max_leaves=12)
 
 
-def _slots(value, out: list) -> list:
-    """Every (container, key) in a frame: where an edit can go."""
-    if isinstance(value, dict):
-        for key in list(value):
-            out.append((value, key))
-            _slots(value[key], out)
-    elif isinstance(value, list):
-        for i in range(len(value)):
-            out.append((value, i))
-            _slots(value[i], out)
-    return out
-
-
 @st.composite
 def mutated_frames(draw, values=JSON_VALUES):
     """A valid frame with 1-3 edits: a value replaced (by a hostile one, or one of another type),
     a field removed, an unknown or known field added."""
     frame = copy.deepcopy(draw(st.sampled_from(VALID)))
     for _ in range(draw(st.integers(1, 3))):
-        slots = _slots(frame, [])
-        container, key = draw(st.sampled_from(slots))
+        places = slots(frame)
+        container, key = draw(st.sampled_from(places))
         edit = draw(st.sampled_from(["replace", "replace", "remove", "add"]))
         if edit == "replace":
             container[key] = draw(values)

@@ -42,6 +42,7 @@ from gateway.protocol import CONTENT
 from storage.attachments import LocalAttachmentStore
 from storage.webhooks import sign as peakdesk_sign
 from tests import whatsapp_server as wa
+from tests.fuzz_support import slots
 from tests.wechat_oa_server import AES_KEY as WX_AES_KEY, APP_ID as WX_APP_ID, APP_SECRET as WX_APP_SECRET, \
     ORIGINAL_ID, TOKEN as WX_TOKEN, wx_encrypt, wx_signature, wx_xml
 from tests.wecom_kf_server import AES_KEY as KF_AES_KEY, CORP_ID, SECRET as KF_SECRET, TOKEN as KF_TOKEN, \
@@ -79,27 +80,15 @@ JSON_VALUES = st.recursive(SCALARS, lambda kids: st.lists(kids, max_size=4) |
 BOMB = b'{"errcode": 0, "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
 
 
-def _slots(value, out: list) -> list:
-    if isinstance(value, dict):
-        for key in list(value):
-            out.append((value, key))
-            _slots(value[key], out)
-    elif isinstance(value, list):
-        for i in range(len(value)):
-            out.append((value, i))
-            _slots(value[i], out)
-    return out
-
-
 @st.composite
 def mutated(draw, templates: list, names: list[str], edits: tuple[int, int] = (0, 3)):
     """A valid document with a few edits: a value replaced, a key removed, a key added."""
     doc = copy.deepcopy(draw(st.sampled_from(templates)))
     for _ in range(draw(st.integers(*edits))):
-        slots = _slots(doc, [])
-        if not slots:
+        places = slots(doc)
+        if not places:
             break
-        container, key = draw(st.sampled_from(slots))
+        container, key = draw(st.sampled_from(places))
         edit = draw(st.sampled_from(["replace", "replace", "remove", "add"]))
         if edit == "replace":
             container[key] = draw(JSON_VALUES)

@@ -19,6 +19,7 @@ from bench.metrics import Metrics
 from bench.people import Ledger
 from bench.profiles import Plan, arrivals, rate_curve
 from bench.rest import Login, http_base, prepare, visitor_tokens
+from bench.surge import _guard
 
 from .people import Tracker, agent, customer
 
@@ -109,13 +110,3 @@ async def run_load(o: LoadOptions, ledger: Ledger, metrics: Metrics, track: Trac
         outer.cancel_scope.cancel()
     return {"group": cast.group, "merchant": cast.merchant, "owner_token": cast.owner_token,
             "arrivals_planned": len(times), "still_talking_at_end": live["customers"]}
-
-
-async def _guard(metrics: Metrics, who: str, fn, *args) -> None:
-    """One simulated person; a failure is counted as an error of the run, not a crash of it."""
-    try:
-        await fn(*args)
-    except trio.Cancelled:
-        raise
-    except Exception as exc:  # a person's failure is a measurement, reported with its kind
-        metrics.error(f"{who}: {type(exc).__name__}: {str(exc)[:80]}")
