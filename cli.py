@@ -108,12 +108,17 @@ def status(data_dir, redis_url, prefix, as_json) -> None:
 
 def _find_system(data_dir: Path | None, redis_url: str | None, prefix: str) -> tuple[str, str]:
     """The Redis of a running `peakdesk up` (from its run file), or the one given."""
+    from storage import crypto
+
+    data_dir = data_dir or default_data_dir()
     if redis_url is not None:
+        crypto.configure_lazily(data_dir / "master.key")
         return redis_url, prefix
-    run_file = (data_dir or default_data_dir()) / RUN_FILE
+    run_file = data_dir / RUN_FILE
     if not run_file.exists():
         raise click.UsageError(f"no running peakdesk found ({run_file} is missing); pass --redis-url")
     info = orjson.loads(run_file.read_bytes())
+    crypto.configure_lazily(info.get("master_key_file") or data_dir / "master.key")
     return info["redis_url"], info["prefix"]
 
 

@@ -17,6 +17,8 @@ from storage.presence import Presence
 from .host import HEARTBEAT_TTL_S, ActorHost
 from .kinds import KINDS
 from .placement import PlacementTable
+from storage import crypto
+
 from .settings import Settings
 from .transport import RayTransport
 
@@ -45,6 +47,7 @@ class HostService:
         logging.basicConfig(level=logging.INFO)
         self.id = host_id
         self.settings = Settings.from_dict(settings)
+        crypto.configure(self.settings.master_key_path)
         self.index = index
         self.host: ActorHost | None = None
         self._gateways: dict[str, object] = {}

@@ -11,6 +11,8 @@ import time
 
 import orjson
 
+from storage.crypto import CryptoError
+
 from .settings import Settings
 
 log = logging.getLogger("peakdesk")
@@ -48,6 +50,17 @@ def ensure_secret(path: str) -> None:
             f.write(secrets.token_urlsafe(48))
 
 
+def _ensure_master_key(settings: Settings) -> None:
+    """The data dir's master key is made on first start; one given by file or environment is used as it is."""
+    from storage import crypto
+
+    if settings.master_key_file is None and not os.environ.get(crypto.MASTER_ENV):
+        if crypto.ensure_master_key_file(settings.master_key_path):
+            print(f"peakdesk: created the master key {settings.master_key_path}: keep a copy apart from backups;"
+                  " without it nothing personal can be read", flush=True)
+    crypto.configure(settings.master_key_path)
+
+
 def _demo_merchant(settings: Settings):
     from .admin_cli import create_demo_merchant, run
 
@@ -70,6 +83,7 @@ def run_until_signalled(settings: Settings, stop: threading.Event, run_file_name
             settings = dataclasses.replace(settings, redis_url=redis_server.url)
         _check_redis(settings.redis_url)
         ensure_secret(settings.secret_file)
+        _ensure_master_key(settings)
         cluster = Cluster(settings)
         cluster.start()
         demo = _demo_merchant(settings)
@@ -77,7 +91,8 @@ def run_until_signalled(settings: Settings, stop: threading.Event, run_file_name
         run_file.write_bytes(orjson.dumps({"redis_url": settings.redis_url, "prefix": settings.prefix,
                                            "gateway_url": url, "pid": os.getpid(), "started": time.time(),
                                            "ray_address": ray.get_runtime_context().gcs_address,
-                                           "namespace": settings.namespace}))
+                                           "namespace": settings.namespace,
+                                           "master_key_file": settings.master_key_path}))
         print(f"peakdesk is up: {url}  (health: {url}/healthz; status: peakdesk status"
               f" --data-dir {settings.data_dir}; Ctrl-C stops)", flush=True)
         if demo:
@@ -91,6 +106,9 @@ def run_until_signalled(settings: Settings, stop: threading.Event, run_file_name
         print(f"peakdesk: cannot start Redis: {exc}", file=sys.stderr, flush=True)
         return 1
     except RedisUnreachable as exc:
+        print(f"peakdesk: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except CryptoError as exc:
         print(f"peakdesk: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:

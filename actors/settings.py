@@ -55,6 +55,9 @@ class Settings:
     llm_timeout_s: float = 2.0
     tls_cert_file: str | None = None      # the gateway serves https:// and wss:// with this certificate (PEM chain)
     tls_key_file: str | None = None       # ... and its private key (PEM)
+    # Master key(s) wrapping the merchants' data keys (storage/crypto.py). PEAKDESK_MASTER_KEY wins
+    # when set; None: <data_dir>/master.key, which `peakdesk up` creates.
+    master_key_file: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).resolve())
@@ -63,6 +66,16 @@ class Settings:
         self._check_attachments()
         self._check_llm()
         self._check_tls()
+        self._check_master_key()
+
+    def _check_master_key(self) -> None:
+        if self.master_key_file is not None and not os.environ.get("PEAKDESK_MASTER_KEY"):
+            from storage.crypto import CryptoError, master_keys_from
+
+            try:
+                master_keys_from(self.master_key_file)
+            except CryptoError as exc:
+                raise ConfigError(str(exc)) from None
 
     def _check_tls(self) -> None:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
@@ -148,6 +161,10 @@ class Settings:
     def secret_file(self) -> str:
         """Signs login tokens; created by `peakdesk up` (mode 0600) if missing."""
         return str(self.data_dir / "secret.key")
+
+    @property
+    def master_key_path(self) -> str:
+        return self.master_key_file or str(self.data_dir / "master.key")
 
     @property
     def clickhouse_dsn(self) -> str:

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from actors.placement import PlacementTable
 from actors.router import Router
 from actors.settings import Settings
+from storage import crypto
 from actors.transport import RayTransport
 from storage.actor_store import ActorStore, read_log
 from storage.attachments import open_attachment_store
@@ -41,6 +42,7 @@ class GatewayService:
     def __init__(self, name: str, settings: dict):
         self.name = name
         self.settings = Settings.from_dict(settings)
+        crypto.configure(self.settings.master_key_path)
         self.redis = redis_client(self.settings.redis_url)
         self.presence = Presence(self.redis, self.settings.prefix)
         checks = {"ray": self._check_hosts, "redis": self._check_redis, "clickhouse": self._check_clickhouse}

@@ -1,6 +1,7 @@
 """Shared fixtures: a real Redis server and real chDB per test session, key prefixes per test."""
 from __future__ import annotations
 
+import base64
 import os
 import uuid
 
@@ -8,6 +9,9 @@ import pytest
 import redis
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# One master key for the run (storage/crypto.py): every process the tests start — Ray workers,
+# CLI subprocesses — inherits it, as a deployment's would from its secret.
+os.environ.setdefault("PEAKDESK_MASTER_KEY", base64.b64encode(os.urandom(32)).decode())
 
 from storage.redis_server import start_redis  # noqa: E402
 
