@@ -4,6 +4,7 @@
     peakdesk status    hosts, activations, outbox backlog, presence — from any shell
     peakdesk backup    Redis state and ClickHouse events, consistent, to a directory or S3
     peakdesk restore   a backup onto a stopped peakdesk
+    peakdesk keys      encryption at rest: rotate, re-wrap or shred merchants' data keys
 """
 from __future__ import annotations
 
@@ -330,7 +331,7 @@ def bench(url, profile, customers, agents, agent_capacity, duration, grace, mess
 
     Exit status 1 if any message was lost or shown twice, or ClickHouse's events differ from the
     run's. Raise the server's limits for big runs: `peakdesk up --max-connections-per-ip 20000
-    --frames-per-s 1000`."""
+    --frames-per-s 1000 --widget-sessions-per-ip 1000000`."""
     import math
 
     from bench import command
@@ -668,6 +669,87 @@ def restore(source, wipe, s3_endpoint_url, s3_region, data_dir, redis_url, click
                                      redis_url=redis_url, clickhouse_url=clickhouse_url, wipe=wipe,
                                      s3_endpoint_url=s3_endpoint_url, s3_region=s3_region))
 
+
+@main.group()
+def keys() -> None:
+    """Encryption at rest: the merchants' data keys (docs/operations.md, "Encryption at rest")."""
+
+
+def _keyring(data_dir, redis_url, prefix):
+    import redis
+
+    from storage import crypto
+
+    url, prefix = _find_system(data_dir, redis_url, prefix)
+    try:
+        return crypto.Keyring(redis.Redis.from_url(url), prefix)
+    except crypto.CryptoError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _known_merchant(ring, merchant: str) -> None:
+    if not (ring.r.exists(f"{ring.p}merchant:{merchant}") or ring.r.exists(ring.hash_key(merchant))):
+        raise _Refused(f"--merchant: no merchant {merchant!r}")
+
+
+@keys.command("status")
+@click.option("--merchant", default=None, help="One merchant [all that have keys].")
+@_system_options
+def keys_status(merchant, data_dir, redis_url, prefix) -> None:
+    """Each merchant's data key versions, the current one, and whether all are wrapped by the current master key."""
+    ring = _keyring(data_dir, redis_url, prefix)
+    _echo_json({"items": [ring.status(m) for m in ([merchant] if merchant else ring.merchants())]})
+
+
+@keys.command("rotate")
+@click.option("--merchant", default=None, help="The merchant whose data key gets a new version.")
+@click.option("--all", "every", is_flag=True, help="Every merchant that has keys.")
+@_system_options
+def keys_rotate(merchant, every, data_dir, redis_url, prefix) -> None:
+    """New data is sealed with a new key version (every process within 10 s); older versions keep opening old data."""
+    from storage import crypto
+
+    if bool(merchant) == every:
+        raise _Refused("give exactly one of --merchant M and --all")
+    ring = _keyring(data_dir, redis_url, prefix)
+    if merchant:
+        _known_merchant(ring, merchant)
+    try:
+        done = {m: ring.rotate(m) for m in ([merchant] if merchant else ring.merchants())
+                if m == merchant or "shredded_at" not in ring.status(m)}
+    except crypto.Shredded as exc:
+        raise _Refused(str(exc)) from None
+    _echo_json({"rotated": [{"merchant": m, "current": v} for m, v in done.items()]})
+
+
+@keys.command("rewrap")
+@_system_options
+def keys_rewrap(data_dir, redis_url, prefix) -> None:
+    """Wrap every merchant's keys under the current (first) master key; older master keys may then be dropped."""
+    from storage import crypto
+
+    ring = _keyring(data_dir, redis_url, prefix)
+    try:
+        changed = {m: ring.rewrap(m) for m in ring.merchants()}
+    except crypto.CryptoError as exc:
+        raise click.ClickException(str(exc)) from None
+    _echo_json({"rewrapped": sum(changed.values()), "merchants": len(changed)})
+
+
+@keys.command("shred")
+@click.option("--merchant", required=True, help="The merchant whose personal data becomes unreadable for good.")
+@click.option("--yes", is_flag=True, help="Confirm: this cannot be undone.")
+@_system_options
+def keys_shred(merchant, yes, data_dir, redis_url, prefix) -> None:
+    """Delete every data key of a merchant (right to erasure): its messages and contact data in Redis and
+    ClickHouse can never be read again. Counts and timings in reports remain. Backups made before hold the
+    keys: see docs/operations.md."""
+    ring = _keyring(data_dir, redis_url, prefix)
+    _known_merchant(ring, merchant)
+    if not yes:
+        raise _Refused(f"shredding {merchant}'s keys cannot be undone: add --yes")
+    ring.shred(merchant)
+    _echo_json({"shredded": merchant})
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)

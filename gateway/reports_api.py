@@ -3,13 +3,16 @@
 the caller's own merchant. Any report as JSON or CSV (`?format=csv`)."""
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import time
 
+import orjson
+
 from quart import Blueprint, Response, request
 
-from storage import outbox
+from storage import crypto, outbox
 from storage.events import Event
 from storage.reports import REPORTS, STAFFING_OPTIONS, Params, ReportError, run
 
@@ -59,6 +62,7 @@ async def one_report(name: str, who: Principal):
     if fmt not in ("json", "csv"):
         raise ApiError(422, "invalid_field", f"format: must be json or csv, got {fmt!r}", "format")
     out = await run(_query(), name, _params(who))
+    out["rows"] = _opened_rows(who.merchant, out["rows"])    # e.g. csat comments, sealed in ClickHouse
     if fmt == "json":
         return out
     text = io.StringIO()
@@ -87,9 +91,52 @@ async def export_events(who: Principal):
     body = await export(f"SELECT {EXPORT_COLUMNS} FROM events WHERE merchant_id = {{m:String}}"
                         " AND ts >= fromUnixTimestamp64Milli({lo:Int64}, 'UTC') AND ts < fromUnixTimestamp64Milli({hi:Int64}, 'UTC')"
                         " ORDER BY ts, event_id", p.sql_parameters(), clickhouse_format)
+    body = await asyncio.to_thread(_opened_export, _ring(), who.merchant, body, fmt)
     await _audit_export(who, p, fmt, len(body))
     return Response(body, content_type=content_type,
                     headers={"Content-Disposition": f'attachment; filename="events-{who.merchant}.{fmt}"'})
+
+
+def _ring() -> crypto.Keyring:
+    return crypto.keyring(services().records.r, services().records.p)
+
+
+def _opened_rows(merchant: str, rows: list[list]) -> list[list]:
+    ring = _ring()
+    return [[ring.open_value(merchant, v) if isinstance(v, str) and v.startswith(crypto.FIELD_PREFIX) else v
+             for v in row] for row in rows]
+
+
+def _opened_export(ring: crypto.Keyring, merchant: str, body: bytes, fmt: str) -> bytes:
+    """The export as ClickHouse formatted it, its payloads opened (the merchant reads its own data in clear)."""
+    def opened(payload: str | bytes) -> str:
+        return orjson.dumps(ring.open_payload(merchant, orjson.loads(payload or b"{}"))).decode()
+
+    if fmt == "jsonl":
+        lines = []
+        for line in body.splitlines():
+            row = orjson.loads(line)
+            lines.append(orjson.dumps({**row, "payload": opened(row["payload"])}))
+        return b"".join(line + b"\n" for line in lines)
+    if fmt == "csv":
+        rows = list(csv.reader(io.StringIO(body.decode("utf-8"), newline="")))
+        at = rows[0].index("payload") if rows else -1
+        out = io.StringIO(newline="")
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerows([rows[0]] + [[*r[:at], opened(r[at]), *r[at + 1:]] for r in rows[1:]] if rows else [])
+        return out.getvalue().encode("utf-8")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(io.BytesIO(body))
+    at = table.schema.get_field_index("payload")
+    kind = table.schema.field(at).type
+    values = [opened(v) for v in table.column(at).to_pylist()]
+    table = table.set_column(at, table.schema.field(at), pa.array([v.encode() for v in values] if pa.types.is_binary(kind)
+                                                                  else values, kind))
+    out = io.BytesIO()
+    pq.write_table(table, out)
+    return out.getvalue()
 
 
 async def _audit_export(who: Principal, p: Params, fmt: str, size: int) -> None:

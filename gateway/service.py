@@ -144,7 +144,8 @@ class GatewayService:
 
     async def _read_log(self, merchant: str, session: str, after: int, upto: int) -> list:
         key = self.log_store.log_key("session", merchant, session)
-        return [(seq, f) for seq, f in await read_log(self.redis, key, after, count=500) if seq <= upto]
+        return [(seq, f) for seq, f in await read_log(self.redis, self.settings.prefix, merchant, key, after, count=500)
+                if seq <= upto]
 
     async def _heartbeats(self) -> None:
         beat = 0

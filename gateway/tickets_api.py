@@ -12,6 +12,7 @@ from pydantic import Field, StringConstraints
 from quart import Blueprint, request
 from quart_schema import validate_request
 
+from storage import crypto
 from storage.actor_store import ActorStore, read_log, read_states
 from storage.records import NotFound, audit
 from storage.tickets import TicketError, TicketSettings, TicketStore, ticket_settings
@@ -189,10 +190,12 @@ async def transcript(ticket_id: str, who: Principal):
           session_id=ticket["session_id"], customer_id=ticket["customer_id"])
     await pipe.execute()
     key = ActorStore(records.r, records.p).log_key("session", who.merchant, ticket["session_id"])
-    items = [frame for _, frame in await read_log(records.r, key, 0, 2000)]
+    items = [frame for _, frame in await read_log(records.r, records.p, who.merchant, key, 0, 2000)]
     if not items and query is not None:   # the live log is kept 7 days; ClickHouse holds every message since
         rows = await query("SELECT type, payload FROM events WHERE merchant_id = {m:String} AND session_id = {s:String}"
                            " AND type IN ('message.sent', 'note.added') ORDER BY seq LIMIT 2000",
                            {"m": who.merchant, "s": ticket["session_id"]})
-        items = [{**orjson.loads(p), **({"internal": True} if t == "note.added" else {})} for t, p in rows]
+        ring = crypto.keyring(records.r, records.p)
+        items = [{**ring.open_payload(who.merchant, orjson.loads(p)), **({"internal": True} if t == "note.added" else {})}
+                 for t, p in rows]
     return {"session_id": ticket["session_id"], "items": items}

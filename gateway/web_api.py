@@ -13,6 +13,7 @@ import orjson
 
 from quart import Blueprint, Response, request, send_file
 
+from storage import crypto
 from storage.actor_store import read_states
 from storage.commerce.base import ID as PRODUCT_ID
 from storage.knowledge import KnowledgeStore
@@ -164,6 +165,7 @@ async def conversation_entry(session_id: str, who: Principal):
         data = orjson.loads(payload or "{}")
     except orjson.JSONDecodeError:
         data = {}
+    data = crypto.keyring(services().records.r, services().records.p).open_payload(who.merchant, data)
     entry = data.get("entry") if isinstance(data.get("entry"), dict) else {}
     return {"session_id": session_id, "customer_id": customer_id, "group_id": group_id, "started": str(ts),
             "entry": entry, "issue_type": data.get("issue_type") or ""}

@@ -7,6 +7,9 @@ Keys (every actor key carries its merchant):
   committed with the round that produced them and deleted once the receiver acknowledged.
 - `{p}placement` — the placement table (JSON).
 
+Values that can hold what customers and agents wrote (snapshots, logs, pending envelopes) are
+sealed with the merchant's data key (storage/crypto.py; pending envelopes with the cluster's).
+
 A round's commit is one MULTI/EXEC: events into the outbox, snapshots, directory releases and
 pending outgoing envelopes are durable together or not at all. That is what makes re-sending
 after a crash safe: state (with its per-origin watermarks) and events never disagree.
@@ -22,7 +25,7 @@ import orjson
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 
-from storage import jobs, outbox
+from storage import crypto, jobs, outbox
 from storage.events import Event
 
 # Claim actors for a host, all of a round's in one call. The current holder keeps an actor
@@ -52,10 +55,25 @@ return out
 LOG_TTL_S = 7 * 24 * 3600
 
 
-async def read_log(r: aioredis.Redis, key: str, after: int, count: int = 1000) -> list[tuple[int, dict]]:
-    """Entries with seq > after, in order."""
+async def read_log(r: aioredis.Redis, prefix: str, merchant: str, key: str, after: int,
+                   count: int = 1000) -> list[tuple[int, dict]]:
+    """Entries with seq > after, in order; none once the merchant's keys were shredded."""
     entries = await r.xrange(key, min=f"{after + 1}-0", max="+", count=count)
-    return [(int(eid.split(b"-")[0]), msgpack.unpackb(f[b"b"])) for eid, f in entries]
+    ring = crypto.keyring(r, prefix)
+    try:
+        return [(int(eid.split(b"-")[0]), msgpack.unpackb(ring.open(merchant, f[b"b"]))) for eid, f in entries]
+    except crypto.Shredded:
+        return []
+
+
+def open_snapshot(ring: crypto.Keyring, merchant: str, blob: bytes | None) -> tuple | None:
+    """(state, meta) of a stored snapshot; None if there is none, or its merchant's keys were shredded."""
+    if not blob:
+        return None
+    try:
+        return tuple(msgpack.unpackb(ring.open(merchant, blob)))
+    except crypto.Shredded:
+        return None
 
 
 class StoreUnavailable(Exception):
@@ -95,6 +113,7 @@ class ActorStore:
         self.host_id = host_id
         self.shard = shard
         self._claim = redis.register_script(_CLAIM)
+        self.ring = crypto.keyring(redis, prefix)
 
     def _dir(self, merchant: str) -> str:
         return f"{self.p}m:{merchant}:dir"
@@ -117,8 +136,8 @@ class ActorStore:
         await self._claim(keys=[self._dir(m) for _, m, _ in refs], args=args, client=pipe)
         pipe.mget([self._snap(*ref) for ref in refs])
         owners, snaps = await pipe.execute()
-        return [(o.decode() if isinstance(o, bytes) else (o or ""), tuple(msgpack.unpackb(b)) if b else None)
-                for o, b in zip(owners, snaps)]
+        return [(o.decode() if isinstance(o, bytes) else (o or ""), open_snapshot(self.ring, m, b))
+                for o, b, (_, m, _) in zip(owners, snaps, refs)]
 
     @_unavailable_as_store_error
     async def commit(self, c: RoundCommit, round_id: str, retry: bool = False) -> None:
@@ -128,6 +147,7 @@ class ActorStore:
         connection broke, the EXEC may have been applied already — then the marker says so and
         the round is not written twice (events would be duplicated in the outbox)."""
         marker = f"{self.p}host:{self.host_id}:round"
+        sealed = self._sealed(c)   # before anything is sent: a merchant without keys yet gets them first
         if retry and (await self.r.get(marker) or b"").decode() == round_id:
             c.entry = await self._last_pending_entry() if c.outgoing else None
             return
@@ -136,29 +156,35 @@ class ActorStore:
         if c.events:
             outbox.append(pipe, self.p, self.shard, c.events)
         if c.snapshots:
-            pipe.mset({self._snap(*ref): blob for ref, blob in c.snapshots.items()})
+            pipe.mset({self._snap(*ref): blob for ref, blob in sealed["snapshots"].items()})
         by_merchant: dict[str, list[str]] = {}
         for kind, merchant, id_ in c.releases:
             by_merchant.setdefault(merchant, []).append(f"{kind}:{id_}")
         for merchant, fields in by_merchant.items():
             pipe.hdel(self._dir(merchant), *fields)
-        for key in self._append_logs(pipe, c.logs):
+        for key in self._append_logs(pipe, sealed["logs"]):
             pipe.expire(key, LOG_TTL_S)
         for kind, merchant, fields in c.jobs:
             jobs.enqueue(pipe, self.p, kind, merchant, **fields)
         if c.outgoing:   # last: its entry id is the reply's last element
-            pipe.xadd(self.pending_key, {"b": msgpack.packb(c.outgoing)})
+            pipe.xadd(self.pending_key, {"b": sealed["outgoing"]})
         res = await pipe.execute()
         c.entry = res[-1] if c.outgoing else None
+
+    def _sealed(self, c: RoundCommit) -> dict:
+        seal = self.ring.seal
+        return {"snapshots": {ref: seal(ref[1], blob) for ref, blob in c.snapshots.items()},
+                "logs": [(kind, m, id_, seq, seal(m, msgpack.packb(record))) for kind, m, id_, seq, record in c.logs],
+                "outgoing": seal(crypto.SYSTEM, msgpack.packb(c.outgoing)) if c.outgoing else b""}
 
     def log_key(self, kind: str, merchant: str, id_: str) -> str:
         return f"{self.p}m:{merchant}:log:{kind}:{id_}"
 
     def _append_logs(self, pipe, logs) -> set[str]:
         keys = set()
-        for kind, merchant, id_, seq, record in logs:
+        for kind, merchant, id_, seq, sealed in logs:
             key = self.log_key(kind, merchant, id_)
-            pipe.xadd(key, {"b": msgpack.packb(record)}, id=f"{seq}-0")
+            pipe.xadd(key, {"b": sealed}, id=f"{seq}-0")
             keys.add(key)
         return keys
 
@@ -170,7 +196,7 @@ class ActorStore:
     async def pending(self) -> list[tuple[bytes, list]]:
         """Outgoing envelopes committed but not yet acknowledged by their receivers."""
         entries = await self.r.xrange(self.pending_key)
-        return [(eid, msgpack.unpackb(fields[b"b"])) for eid, fields in entries]
+        return [(eid, msgpack.unpackb(self.ring.open(crypto.SYSTEM, fields[b"b"]))) for eid, fields in entries]
 
     @_unavailable_as_store_error
     async def delivered(self, entry_ids: list[bytes]) -> None:
@@ -191,7 +217,8 @@ async def read_states(r: aioredis.Redis, prefix: str, kind: str, merchant: str, 
     """The last committed state of each actor (None if it never had one), in one round trip:
     what read-only views (the supervisor's live view) show without waking an actor."""
     raws = await r.mget([snapshot_key(prefix, kind, merchant, i) for i in ids]) if ids else []
-    return [msgpack.unpackb(raw)[0] if raw else None for raw in raws]
+    ring = crypto.keyring(r, prefix)
+    return [(snap or (None,))[0] for snap in (open_snapshot(ring, merchant, raw) for raw in raws)]
 
 
 def pack_snapshot(state: dict, meta: dict) -> bytes:

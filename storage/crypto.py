@@ -53,7 +53,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 log = logging.getLogger(__name__)
 
-REFRESH_S = 10.0
+REFRESH_S = float(os.environ.get("PEAKDESK_KEY_REFRESH_S", "10"))   # tests shorten it
 MAGIC = b"\xc1PD\x01"
 FIELD_PREFIX = "pdenc:"
 ERASED = "[erased]"
@@ -69,7 +69,7 @@ CLEAR_KEYS = frozenset({
     "after", "done", "age_ms", "ticket_id", "number", "department", "type", "room", "platform_id",
     "cid", "id", "agent_id", "session_id", "customer_id", "group", "group_id", "target", "channel",
     "channel_id", "connector", "escalated", "breached", "due_ms", "attempt", "webhook_id", "key_id",
-    "version", "entries", "replace", "count", "rows", "format", "lang", "intent", "confidence",
+    "version", "entries", "replace", "count", "via", "rows", "format", "lang", "intent", "confidence",
     "sentiment", "overflowed", "level", "metric", "value", "threshold", "merchant_id", "to_agent",
 })
 
@@ -332,12 +332,21 @@ class Keyring:
             return value
 
     def seal_payload(self, merchant: str, payload: dict) -> dict:
+        """`payload` with every value outside CLEAR_KEYS sealed. For a shredded merchant those
+        values are dropped for "[erased]" instead: its events still count in reports, and
+        nothing personal is stored that no key could ever open."""
+        try:
+            return self._seal_payload(merchant, payload)
+        except Shredded:
+            return _erased(payload)
+
+    def _seal_payload(self, merchant: str, payload: dict) -> dict:
         out = {}
         for key, value in payload.items():
             if key in CLEAR_KEYS or value is None or value == "":
                 out[key] = value
             elif isinstance(value, dict):
-                out[key] = self.seal_payload(merchant, value)
+                out[key] = self._seal_payload(merchant, value)
             else:
                 out[key] = self.seal_value(merchant, value)
         return out
@@ -429,6 +438,11 @@ class Keyring:
         pipe.execute()
         self._keys.pop(merchant, None)
         self._shredded.add(merchant)
+
+
+def _erased(payload: dict) -> dict:
+    return {k: v if k in CLEAR_KEYS or v is None or v == "" else _erased(v) if isinstance(v, dict) else ERASED
+            for k, v in payload.items()}
 
 
 def _glob(text: str) -> str:

@@ -2,7 +2,8 @@
 
 Layout, under a key prefix (default "pd:"):
 - `{prefix}outbox:{shard}` — a stream per shard; each entry is one host round's events,
-  fields `b` (msgpack of [event.to_wire(), ...]) and `n` (how many events).
+  fields `b` (msgpack of [event.to_wire(), ...], payloads sealed field by field with the
+  merchant's key: storage/crypto.py) and `n` (how many events).
 - `{prefix}outbox:backlog` — a counter of events appended and not yet stored in ClickHouse.
 - `{prefix}outbox:dead` — entries a writer could not decode, kept for a human (never dropped).
 
@@ -21,6 +22,7 @@ import msgpack
 import redis.exceptions
 from redis.asyncio import Redis as AsyncRedis
 
+from storage import crypto
 from storage.events import Event
 
 GROUP = "writers"
@@ -43,8 +45,15 @@ def dead_key(prefix: str) -> str:
     return f"{prefix}outbox:dead"
 
 
-def encode_batch(events: Sequence[Event]) -> bytes:
-    return msgpack.packb([e.to_wire() for e in events], use_bin_type=True)
+def encode_batch(events: Sequence[Event], ring: "crypto.Keyring | None" = None) -> bytes:
+    """The outbox entry of `events`; with `ring`, each payload sealed with its merchant's key
+    (storage/crypto.py: what reports read stays clear, what people wrote does not)."""
+    wires = [e.to_wire() for e in events]
+    if ring is not None:
+        for wire in wires:
+            if wire["m"] and wire["p"]:
+                wire["p"] = ring.seal_payload(wire["m"], wire["p"])
+    return msgpack.packb(wires, use_bin_type=True)
 
 
 def decode_batch(data: bytes) -> list[Event]:
@@ -81,7 +90,7 @@ def append(pipe: Any, prefix: str, shard: int, events: Sequence[Event]) -> None:
     is queued for no events. Never trimmed: entries leave only when a writer stored them."""
     if not events:
         return
-    pipe.xadd(stream_key(prefix, shard), {"b": encode_batch(events), "n": len(events)})
+    pipe.xadd(stream_key(prefix, shard), {"b": encode_batch(events, crypto.keyring(pipe, prefix)), "n": len(events)})
     pipe.incrby(backlog_key(prefix), len(events))
 
 

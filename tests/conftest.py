@@ -12,6 +12,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # One master key for the run (storage/crypto.py): every process the tests start — Ray workers,
 # CLI subprocesses — inherits it, as a deployment's would from its secret.
 os.environ.setdefault("PEAKDESK_MASTER_KEY", base64.b64encode(os.urandom(32)).decode())
+os.environ.setdefault("PEAKDESK_KEY_REFRESH_S", "1")   # rotations and shreds reach every process in 1 s
 
 from storage.redis_server import start_redis  # noqa: E402
 

@@ -20,3 +20,15 @@ def make_events(n: int, merchant: str = "m1", session: str = "s1", ts0: int = 1_
 def run(coro, timeout: float = 60.0):
     """Run one async scenario to completion (the suite has no async test plugin)."""
     return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def opened(events, client, prefix: str):
+    """`events` as they were emitted: payloads opened with their merchants' keys (the outbox and
+    ClickHouse hold them sealed, storage/crypto.py). `client`: any redis client of the cluster."""
+    import dataclasses
+
+    from storage import crypto
+
+    ring = crypto.keyring(client, prefix)
+    return [dataclasses.replace(e, payload=ring.open_payload(e.merchant_id, e.payload)) if e.merchant_id else e
+            for e in events]

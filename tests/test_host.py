@@ -16,6 +16,7 @@ from actors.kinds import KINDS
 from actors.placement import PlacementTable
 from actors.router import Router
 from actors.transport import LocalTransport
+from tests.storage_helpers import opened
 from storage.actor_store import ActorStore, save_placement
 from storage.events import Event
 
@@ -86,7 +87,7 @@ class LocalCluster:
 
     async def events(self) -> list[Event]:
         entries = await self.r.xrange(f"{self.prefix}outbox:0")
-        return [Event.from_wire(w) for _, f in entries for w in msgpack.unpackb(f[b"b"])]
+        return opened([Event.from_wire(w) for _, f in entries for w in msgpack.unpackb(f[b"b"])], self.r, self.prefix)
 
     def where(self, ref: ActorRef) -> list[str]:
         return [h.id for h in self.hosts.values() if ref in h.active]
@@ -324,7 +325,7 @@ def test_messages_are_numbered_logged_acked_once_and_pushed_to_the_others(redis_
             to_agent = [(f["seq"], f["content"]["text"]) for g, conn, f in c.pushed if conn == "agent"]
             assert to_agent == [(1, "在吗？"), (2, "hello")]
             host = c.hosts[c.where(s)[0]]
-            log = await read_log(c.r, host.store.log_key("session", "m1", "chat"), after=1)
+            log = await read_log(c.r, prefix, "m1", host.store.log_key("session", "m1", "chat"), after=1)
             assert [(seq, f["content"]["text"]) for seq, f in log] == [(2, "hello")]
             assert [e.payload["seq"] for e in await c.events() if e.type == "message.sent"] == [1, 2]
     run(main())
