@@ -709,7 +709,8 @@ def restore(b: Backup, *, redis_url: str, clickhouse_dsn: str, wipe: bool = Fals
             raise BackupInputError(f"peakdesk is running against {redis_url} (live heartbeats: {', '.join(live[:5])}):"
                                    " stop it first, restore, then start it")
         skip = tuple(p.encode() for p in skipped_prefixes(prefix))
-        existing = [k for k in _scan_prefix(r, prefix) if not k.startswith(skip)]
+        shredded = _shredded(r, prefix)     # tombstones of erased merchants: never undone by a restore
+        existing = [k for k in _scan_prefix(r, prefix) if not k.startswith(skip) and k not in shredded]
         try:
             options = {} if clickhouse_dsn.startswith("chdb:") else {"autogenerate_session_id": False}
             client = clickhouse_connect.get_client(dsn=clickhouse_dsn, **options)
@@ -730,7 +731,7 @@ def restore(b: Backup, *, redis_url: str, clickhouse_dsn: str, wipe: bool = Fals
                                    "backup_created_at": b.manifest.get("created_at"), "wiped": None}
         try:
             if wipe:
-                summary["wiped"] = {"keys": _unlink_prefix(r, prefix), "events": stored}
+                summary["wiped"] = {"keys": _unlink_prefix(r, prefix, keep=shredded), "events": stored}
                 if has_table:
                     client.command(f"TRUNCATE TABLE {table}", use_database=False)
             migrate(client, database)
@@ -747,7 +748,8 @@ def restore(b: Backup, *, redis_url: str, clickhouse_dsn: str, wipe: bool = Fals
             raise BackupError(f"ClickHouse holds {_diff(got, b.manifest['clickhouse']['by_type'])} after the restore; "
                               "run it again with --wipe")
         summary["events"] = {"clickhouse": sum(got.values()), "by_type": got}
-        summary["keys"] = _restore_keys(r, b, t0)
+        summary["keys"] = _restore_keys(r, b, t0, keep=shredded)
+        summary["shredded_kept"] = sorted(k.decode()[len(f"{prefix}keys:"):] for k in shredded)
         outbox_counts = _outbox_counts(r, prefix)
         if outbox_counts != b.manifest["outbox"]["by_type"]:
             raise BackupError(f"the outbox holds {_diff(outbox_counts, b.manifest['outbox']['by_type'])} after the "
@@ -762,9 +764,18 @@ def restore(b: Backup, *, redis_url: str, clickhouse_dsn: str, wipe: bool = Fals
             client.close()
 
 
-def _unlink_prefix(r: redis.Redis, prefix: str) -> int:
+def _shredded(r: redis.Redis, prefix: str) -> set[bytes]:
+    """The key hashes of merchants whose keys were shredded (storage/crypto.py): a restore keeps
+    these tombstones and leaves out the backup's copy of those keys, so erased data stays erased."""
+    found = r.scan_iter(match=outbox._glob_escape(f"{prefix}keys:") + "*", count=1000)
+    return {k for k in found if r.hexists(k, "shredded")}
+
+
+def _unlink_prefix(r: redis.Redis, prefix: str, keep: set[bytes] = frozenset()) -> int:
     n, batch = 0, []
     for key in _scan_prefix(r, prefix):
+        if key in keep:
+            continue
         batch.append(key)
         if len(batch) >= 1000:
             n += r.unlink(*batch)
@@ -774,7 +785,7 @@ def _unlink_prefix(r: redis.Redis, prefix: str) -> int:
     return n
 
 
-def _restore_keys(r: redis.Redis, b: Backup, t0: float, batch: int = 500) -> dict:
+def _restore_keys(r: redis.Redis, b: Backup, t0: float, batch: int = 500, keep: set[bytes] = frozenset()) -> dict:
     restored, with_ttl, pipe, names = 0, [], r.pipeline(transaction=False), []
 
     def flush() -> int:
@@ -787,6 +798,8 @@ def _restore_keys(r: redis.Redis, b: Backup, t0: float, batch: int = 500) -> dic
         return len(replies)
 
     for key, pttl, payload in b.redis_records():
+        if key in keep:
+            continue
         pipe.restore(key, pttl, payload)
         names.append(key)
         if pttl:

@@ -399,6 +399,31 @@ def small_backup(redis_url, redis_client, prefix, chdb_dsn, database, tmp_path):
     return where
 
 
+def test_a_restore_never_brings_back_the_keys_of_a_shredded_merchant(redis_url, redis_client, prefix, chdb_dsn,
+                                                                    database, tmp_path):
+    """Right to erasure survives restores: a merchant shredded after the backup stays shredded
+    (its tombstone is kept, the backup's copy of its keys left out); the others read as before."""
+    from storage import crypto
+
+    ring = crypto.keyring(redis_client, prefix)
+    redis_client.set(f"{prefix}m:erased:customer:c1", ring.seal("erased", "张三 13800138000".encode()))
+    redis_client.set(f"{prefix}m:kept:customer:c1", ring.seal("kept", "李四 13900139000".encode()))
+    sink = ClickHouseSink(chdb_dsn, database)
+    sink.insert(make_events(5), redelivery=False)
+    bk.backup(bk.location(str(tmp_path / "b")), redis_url=redis_url, prefix=prefix, database=database,
+              query=sink.query, export=sink.export)
+    sink.close()
+    ring.shred("erased")
+    with bk.open_backup(bk.location(str(tmp_path / "b"))) as b:
+        done = bk.restore(b, redis_url=redis_url, clickhouse_dsn=chdb_dsn, wipe=True)
+    assert done["shredded_kept"] == ["erased"]
+    assert redis_client.hkeys(f"{prefix}keys:erased") == [b"shredded"]
+    ring.refresh()
+    assert ring.open("kept", redis_client.get(f"{prefix}m:kept:customer:c1")).decode() == "李四 13900139000"
+    with pytest.raises(crypto.Shredded):
+        ring.open("erased", redis_client.get(f"{prefix}m:erased:customer:c1"))
+
+
 def test_restore_refuses_a_missing_foreign_or_damaged_backup_and_changes_nothing(
         small_backup, redis_url, redis_client, prefix, tmp_path):
     target = ["--data-dir", str(tmp_path / "data"), "--redis-url", redis_url]
