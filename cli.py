@@ -54,6 +54,9 @@ def main() -> None:
 @click.option("--max-connections-per-ip", type=int, default=None,
               help="Websocket connections one client IP may hold [200]; raise it behind a NAT or for `peakdesk bench`.")
 @click.option("--frames-per-s", type=int, default=None, help="Frames per second per websocket, bursts of twice that [20].")
+@click.option("--widget-sessions-per-ip", "widget_sessions_per_ip_per_min", type=int, default=None,
+              help="New widget visitor tokens, and new conversations, one client IP may start a minute [30]; "
+                   "raise it behind a proxy or for `peakdesk bench`.")
 @click.option("--bot-workers", type=int, default=None, help="Bot worker processes, one CPU each [1]; 0: no bot.")
 @click.option("--llm-url", default=None,
               help="An OpenAI-compatible API (e.g. http://10.0.0.5:8000/v1) that may phrase the bot's answers; "
@@ -64,12 +67,13 @@ def main() -> None:
 @click.option("--tls-key", default=None, help="The certificate's PEM private key.")
 def up(data_dir, host, port, redis_url, clickhouse_url, ray_address, hosts, writers,
        attachments_url, s3_endpoint_url, s3_region, max_connections_per_ip, frames_per_s,
-       bot_workers, llm_url, llm_model, llm_timeout, tls_cert, tls_key) -> None:
+       widget_sessions_per_ip_per_min, bot_workers, llm_url, llm_model, llm_timeout, tls_cert, tls_key) -> None:
     """Start peakdesk; Ctrl-C (or SIGTERM) stops everything it started."""
     settings = _settings(data_dir=data_dir, host=host, port=port, redis_url=redis_url,
                          clickhouse_url=clickhouse_url, ray_address=ray_address, hosts=hosts, writers=writers,
                          attachments_url=attachments_url, s3_endpoint_url=s3_endpoint_url,
                          max_connections_per_ip=max_connections_per_ip, frames_per_s=frames_per_s,
+                         widget_sessions_per_ip_per_min=widget_sessions_per_ip_per_min,
                          bot_workers=bot_workers, llm_url=llm_url, llm_model=llm_model, llm_timeout_s=llm_timeout,
                          tls_cert_file=tls_cert, tls_key_file=tls_key,
                          llm_api_key=os.environ.get("PEAKDESK_LLM_API_KEY") if llm_url else None,

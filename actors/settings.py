@@ -40,6 +40,9 @@ class Settings:
     # each connection's frames per second (bursts of twice that)
     max_connections_per_ip: int = 200
     frames_per_s: int = 20
+    # widget sessions a client IP may start a minute: new visitor tokens, and (counted apart) new
+    # conversations; counted in Redis across gateways. A load generator or a proxy needs more.
+    widget_sessions_per_ip_per_min: int = 30
     attachments_url: str | None = None    # None: <data_dir>/attachments; s3://BUCKET[/PREFIX]: S3-compatible
     s3_endpoint_url: str | None = None    # None: AWS itself; else MinIO, Ceph, OSS, SeaweedFS...
     s3_region: str | None = None          # None: the client library's default chain
@@ -114,6 +117,7 @@ class Settings:
         for key, low, high in (("port", 0, 65535), ("hosts", 1, 1024), ("writers", 1, 64),
                                ("outbox_shards", 1, 1024), ("object_store_mb", 80, 1 << 20),
                                ("max_connections_per_ip", 1, 1_000_000), ("frames_per_s", 1, 10_000),
+                               ("widget_sessions_per_ip_per_min", 1, 10_000_000),
                                ("bot_workers", 0, 256)):
             value = getattr(self, key)
             if not isinstance(value, int) or not low <= value <= high:

@@ -33,7 +33,11 @@ def _call(base: str, method: str, path: str, body: dict | None, token: str | Non
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read() or b"{}")
     except urllib.error.HTTPError as exc:
-        raise SetupError(f"{method} {path}: {exc.code} {exc.read()[:300]!r}") from None
+        answer = exc.read()[:300]
+        if exc.code == 429 and b"too_many_sessions" in answer:   # every simulated visitor comes from this machine
+            raise SetupError(f"{method} {path}: 429: more new visitors than the server allows one IP a minute; "
+                             "start it with `peakdesk up --widget-sessions-per-ip 1000000`") from None
+        raise SetupError(f"{method} {path}: {exc.code} {answer!r}") from None
     except OSError as exc:
         raise SetupError(f"{method} {path}: cannot reach {base}: {exc}") from None
 

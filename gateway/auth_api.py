@@ -58,7 +58,11 @@ async def login(data: LoginBody):
 @auth_api.post("/visitor")
 @validate_request(VisitorBody)
 async def visitor(data: VisitorBody):
-    await services().records.get_merchant(data.merchant)  # 404 for an unknown merchant
+    """A new anonymous visitor: counted per client IP (`widget_sessions_per_ip_per_min`, 429
+    `too_many_sessions` with Retry-After past it)."""
+    svc = services()
+    await svc.records.get_merchant(data.merchant)  # 404 for an unknown merchant
+    await limits.take_widget_session(svc, "token", limits.client_ip())
     principal = Principal(kind="visitor", merchant=data.merchant, id=f"v_{uuid.uuid4().hex}", role="customer")
     return _token_answer(principal)
 

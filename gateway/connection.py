@@ -57,6 +57,7 @@ class Connection:
     closing: bool = False
     agent_view: dict | None = None  # the last `agent` frame (status, capacity, load): presence
     monitoring: bool = False        # a supervisor watching the live picture (gateway/monitor.py)
+    ip: str = "?"                   # the client's address (gateway/limits.py's client_ip)
 
     def offer(self, frame: dict) -> None:
         """Queue a frame for the client; a client that let its queue fill is closed (4001)."""

@@ -33,6 +33,7 @@ class Services:
     ask_bot: Any = None           # async (merchant, text, context) -> the bot's decision, from a bot worker
     max_connections_per_ip: int = 200
     frames_per_s: int = 20
+    widget_sessions_per_ip_per_min: int = 30   # new visitor tokens, and new conversations, a client IP may start
 
 
 def services() -> Services:

@@ -26,12 +26,15 @@ CLOSE_FLOODING = 4429
 class FrameError(Exception):
     """A client frame the server refuses; answered with an `error` frame, the connection lives."""
 
-    def __init__(self, code: str, message: str, ref: Any = None):
+    def __init__(self, code: str, message: str, ref: Any = None, retry_after_s: int | None = None):
         super().__init__(message)
-        self.code, self.message, self.ref = code, message, ref
+        self.code, self.message, self.ref, self.retry_after_s = code, message, ref, retry_after_s
 
     def frame(self) -> dict:
-        return {"t": "error", "code": self.code, "message": self.message, "ref": self.ref}
+        frame = {"t": "error", "code": self.code, "message": self.message, "ref": self.ref}
+        if self.retry_after_s is not None:   # a limit: the same frame is taken again after this long
+            frame["retry_after_s"] = self.retry_after_s
+        return frame
 
 
 # -- encoding --------------------------------------------------------------------------------

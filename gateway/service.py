@@ -63,7 +63,8 @@ class GatewayService:
                             attachments=open_attachment_store(self.settings), query=self._query, export=self._export,
                             ask_bot=self._ask_bot if self.settings.bot_workers else None,
                             max_connections_per_ip=self.settings.max_connections_per_ip,
-                            frames_per_s=self.settings.frames_per_s)
+                            frames_per_s=self.settings.frames_per_s,
+                            widget_sessions_per_ip_per_min=self.settings.widget_sessions_per_ip_per_min)
         self.server = GatewayServer(create_app(checks, services=services, metrics=self.metrics),
                                     self.settings.host, self.settings.port,
                                     self.settings.tls_cert_file, self.settings.tls_key_file)

@@ -10,7 +10,7 @@ import uuid
 
 from quart import Blueprint, websocket
 
-from . import ws_actions
+from . import limits, ws_actions
 from .auth import AuthError
 from .connection import MAX_REFUSALS, Connection, TokenBucket
 from .context import Services, resolve_token, services
@@ -32,13 +32,13 @@ async def ws_endpoint():
     svc = services()
     await websocket.accept()
     ws = websocket._get_current_object()
-    ip = websocket.remote_addr or "?"
+    ip = limits.client_ip()
     if svc.hub.by_ip.get(ip, 0) >= svc.max_connections_per_ip:
         await ws.close(4002, f"too many connections from {ip}")
         return
     svc.hub.by_ip[ip] = svc.hub.by_ip.get(ip, 0) + 1
     try:
-        await _serve(svc, ws)
+        await _serve(svc, ws, ip)
     except Exception:   # a bug, not the client's doing: logged, and closed as one (not 1000, "normal")
         log.exception("websocket from %s failed", ip)
         try:
@@ -49,8 +49,8 @@ async def ws_endpoint():
         svc.hub.by_ip[ip] -= 1
 
 
-async def _serve(svc: Services, ws) -> None:
-    conn = await _handshake(svc, ws)
+async def _serve(svc: Services, ws, ip: str) -> None:
+    conn = await _handshake(svc, ws, ip)
     if conn is None:
         return
     writer = asyncio.create_task(conn.write_forever())
@@ -62,7 +62,7 @@ async def _serve(svc: Services, ws) -> None:
         await _unsubscribe(svc, conn)
 
 
-async def _handshake(svc: Services, ws) -> Connection | None:
+async def _handshake(svc: Services, ws, ip: str) -> Connection | None:
     try:
         data = _message(await asyncio.wait_for(ws.receive(), HELLO_TIMEOUT_S))
     except asyncio.TimeoutError:
@@ -80,7 +80,7 @@ async def _handshake(svc: Services, ws) -> Connection | None:
         await ws.close(CLOSE_UNAUTHENTICATED, code)
         return None
     conn = Connection(uuid.uuid4().hex[:16], principal, binary, ws.send, ws.close, svc.read_log,
-                      bucket=TokenBucket(svc.frames_per_s, 2 * svc.frames_per_s))
+                      bucket=TokenBucket(svc.frames_per_s, 2 * svc.frames_per_s), ip=ip)
     await ws.send(encode({"t": "welcome", "conn": conn.id, "heartbeat_s": HEARTBEAT_S,
                           "principal": {"kind": principal.kind, "merchant": principal.merchant, "id": principal.id,
                                         "role": principal.role},

@@ -17,6 +17,7 @@ from actors.envelope import ActorRef, Envelope
 from storage.knowledge import KnowledgeStore
 from storage.records import NotFound
 
+from . import limits
 from .connection import Connection
 from .context import Services
 from .permissions import Action, allowed, is_lead
@@ -69,6 +70,10 @@ def check_agent_action(conn: Connection, action: Action, ref=None) -> None:
 # -- arrival -----------------------------------------------------------------------------------
 async def open_conversation(svc: Services, conn: Connection, frame: Open) -> None:
     _require(conn, CUSTOMERS, "open conversations", frame.id)
+    try:
+        await limits.take_widget_session(svc, "open", conn.ip)
+    except limits.TooMany as exc:
+        raise FrameError(exc.code, exc.message, frame.id, retry_after_s=exc.retry_after_s) from None
     body = await arrival(svc, conn.principal.merchant, conn.principal.id, frame)
     session = uuid.uuid4().hex[:24]
     await send(svc, conn, session_ref(conn, session), "open", body, ref=frame.id)

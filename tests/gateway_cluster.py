@@ -21,6 +21,8 @@ from actors.settings import Settings
 class Peakdesk:
     def __init__(self, redis_url: str, data_dir, namespace: str, prefix: str, port: int = 0, **settings):
         settings.setdefault("bot_workers", 0)  # a bot worker takes a CPU and seconds to load: bot tests ask for one
+        # every test's visitors come from 127.0.0.1: tests/test_limits.py sets a small limit to test it
+        settings.setdefault("widget_sessions_per_ip_per_min", 1_000_000)
         self.settings = Settings(data_dir=data_dir, redis_url=redis_url, hosts=2, port=port, namespace=namespace,
                                  prefix=prefix, **settings)
         self.tls = self.settings.tls_cert_file is not None   # then clients trust that certificate

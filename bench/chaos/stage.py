@@ -99,7 +99,7 @@ class _peakdesk:
         from tests.gateway_cluster import Peakdesk
 
         self.redis_server = start_redis(self.tmp / "redis")
-        limits = {"max_connections_per_ip": 20_000, "frames_per_s": 1000}
+        limits = {"max_connections_per_ip": 20_000, "frames_per_s": 1000, "widget_sessions_per_ip_per_min": 1_000_000}
         namespace, prefix = f"pd-chaos-{self.kind}", "chaos:"
         worker_node = None
         if self.kind == "local":
