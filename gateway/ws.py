@@ -9,13 +9,16 @@ import time
 import uuid
 
 from quart import Blueprint, websocket
+from redis import exceptions as redis_errors
+
+from storage.actor_store import StoreUnavailable
 
 from . import limits, ws_actions
 from .auth import AuthError
 from .connection import MAX_REFUSALS, Connection, TokenBucket
 from .context import Services, resolve_token, services
-from .protocol import (CLOSE_FLOODING, CLOSE_TIMEOUT, CLOSE_UNAUTHENTICATED, FrameError, Hello, Msg, Open, Read,
-                       Subscribe, Typing, decode, encode, parse)
+from .protocol import (CLOSE_FLOODING, CLOSE_OVERLOADED, CLOSE_TIMEOUT, CLOSE_UNAUTHENTICATED, FrameError, Hello, Msg,
+                       Open, Read, Subscribe, Typing, decode, encode, parse)
 from .permissions import Action
 from .ws_actions import ACTIONS, session_ref
 
@@ -25,6 +28,9 @@ ws_api = Blueprint("ws", __name__)
 HELLO_TIMEOUT_S = 10
 CLOSE_INTERNAL_ERROR = 1011
 HEARTBEAT_S = 25
+# Redis out of reach for a moment (a restart, a failover, a network blip): nothing of the frame is
+# known to have happened, so the client is told to send it again (`unavailable`), and stays.
+UNREACHABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, StoreUnavailable)
 
 
 @ws_api.websocket("/ws")
@@ -79,6 +85,11 @@ async def _handshake(svc: Services, ws, ip: str) -> Connection | None:
         await ws.send(encode({"t": "error", "code": code, "message": exc.message}, binary))
         await ws.close(CLOSE_UNAUTHENTICATED, code)
         return None
+    except UNREACHABLE as exc:   # an agent's token is checked against its record: try again soon
+        log.warning("websocket hello: Redis unreachable: %s", exc)
+        await ws.send(encode(_unavailable(None), binary))
+        await ws.close(CLOSE_OVERLOADED, "unavailable")
+        return None
     conn = Connection(uuid.uuid4().hex[:16], principal, binary, ws.send, ws.close, svc.read_log,
                       bucket=TokenBucket(svc.frames_per_s, 2 * svc.frames_per_s), ip=ip)
     await ws.send(encode({"t": "welcome", "conn": conn.id, "heartbeat_s": HEARTBEAT_S,
@@ -117,10 +128,29 @@ async def _reader(svc: Services, ws, conn: Connection) -> None:
             conn.offer({"t": "error", "code": "rate_limited",
                         "message": f"slow down: {svc.frames_per_s} frames/s, bursts of {2 * svc.frames_per_s}"})
             continue
+        frame = None
         try:
-            await _dispatch(svc, conn, parse(decode(data)))
+            frame = parse(decode(data))
+            await _dispatch(svc, conn, frame)
         except FrameError as exc:
             conn.offer(exc.frame())
+        except UNREACHABLE as exc:
+            log.warning("websocket %s: %s frame: Redis unreachable: %s", conn.id, getattr(frame, "t", "?"), exc)
+            conn.offer(_unavailable(_ref(frame)))
+
+
+def _unavailable(ref) -> dict:
+    return {"t": "error", "code": "unavailable", "message": "storage is briefly unreachable; send the frame again",
+            "ref": ref}
+
+
+def _ref(frame) -> str | None:
+    """What an error names of the frame it answers: its cid, its id, else its session."""
+    for name in ("cid", "id", "session"):
+        value = getattr(frame, name, None)
+        if isinstance(value, str):
+            return value
+    return None
 
 
 def _message(data: str | bytes | None) -> str | bytes:

@@ -3,10 +3,12 @@ close code; the gateway keeps serving everyone else."""
 from __future__ import annotations
 
 import msgpack
+import orjson
 import pytest
 import trio
 import trio_websocket
 
+from storage.redis_server import start_redis
 from tests.gateway_cluster import Peakdesk, connected
 
 pytestmark = pytest.mark.timeout(300)
@@ -156,4 +158,73 @@ def test_a_huge_frame_closes_the_connection_but_not_the_gateway(pd):
                         done.cancel()
         assert codes and codes[0] in (1009, 4413)
         await still_serving(pd)
+    trio.run(main)
+
+
+# -- Redis out of reach while the gateway handles a frame ----------------------------------------
+@pytest.fixture
+def pd_own_redis(ray_session, tmp_path):
+    """A peakdesk on a Redis of its own, which the test stops and starts again."""
+    server = start_redis(tmp_path / "redis")
+    (tmp_path / "data").mkdir()
+    p = Peakdesk(server.url, tmp_path / "data", "pd-test-gwh-redis", "gwr:")
+    yield p, server
+    if server.process.poll() is not None:
+        server.start()
+    p.stop()
+    server.stop()
+
+
+async def answer_to(client, ref: str, timeout: float = 30) -> dict:
+    """The `opened`, `ack` or `error` that answers the frame `ref` names."""
+    with trio.fail_after(timeout):
+        while True:
+            frame = await client.recv(timeout)
+            if frame.get("id", frame.get("cid", frame.get("ref"))) == ref and frame["t"] in ("opened", "ack", "error"):
+                return frame
+
+
+async def until_taken(client, frame: dict, ref: str) -> dict:
+    """What a client does with `unavailable`: the same frame again, after a little while."""
+    with trio.fail_after(90):
+        while True:
+            await client.send(frame)
+            got = await answer_to(client, ref)
+            if got["t"] != "error":
+                return got
+            assert got["code"] == "unavailable", got
+            await trio.sleep(0.5)
+
+
+def test_a_frame_while_redis_is_unreachable_is_answered_unavailable_and_the_connection_stays(pd_own_redis):
+    """Regression: a Redis error while the gateway handled a frame (here `open`, which counts the
+    client's new conversations and reads the merchant's records) escaped the frame handler and
+    closed the websocket with 1011. Now the frame gets `unavailable`, the client sends it again."""
+    pd, server = pd_own_redis
+    token = pd.visitor_token()
+
+    async def main():
+        async with connected(pd.url, token) as customer:
+            await customer.send({"t": "open", "id": "o1"})
+            session = (await customer.until("opened", id="o1"))["session"]
+            server.kill()
+            try:
+                await customer.send({"t": "open", "id": "o2"})
+                error = await answer_to(customer, "o2")
+                assert (error["t"], error["code"]) == ("error", "unavailable") and "again" in error["message"], error
+                await customer.send({"t": "ping"})                      # still open, still answering
+                await customer.until("pong")
+                # an agent's hello is checked against its record: refused for now, reconnect later
+                async with trio_websocket.open_websocket_url(pd.url) as agent:
+                    await agent.send_message(orjson.dumps({"t": "hello", "token": pd.owner_token}).decode())
+                    with trio.fail_after(30):
+                        refused = orjson.loads(await agent.get_message())
+                    assert (refused["t"], refused["code"]) == ("error", "unavailable"), refused
+                    assert await closed_with(agent) == 4002
+            finally:
+                server.start()   # same port, same data (AOF)
+            opened = await until_taken(customer, {"t": "open", "id": "o2"}, "o2")
+            assert opened["session"] != session
+            msg = {"t": "msg", "cid": "after-outage", "session": session, "kind": "text", "content": {"text": "回来了"}}
+            assert (await until_taken(customer, msg, "after-outage"))["seq"] >= 1
     trio.run(main)

@@ -318,6 +318,15 @@
       const frame = state.pending.get(f.ref);
       forget();
       if (frame) { state.pending.delete(f.ref); queued.push(frame); ensureSession(); }
+    } else if (f.t === "error" && f.ref && f.ref === state.opening
+               && (f.code === "too_many_sessions" || f.code === "unavailable")) {  // not now: open again later
+      state.opening = null;
+      setTimeout(ensureSession, 1000 * (f.retry_after_s || 2));
+    } else if (f.t === "error" && f.code === "unavailable" && state.pending.has(f.ref)) {  // same cid: never twice
+      const frame = state.pending.get(f.ref);
+      setTimeout(() => {
+        if (state.pending.get(f.ref) === frame && state.welcomed && state.ws.readyState === 1) state.ws.send(JSON.stringify(frame));
+      }, 2000);
     }
   }
 
@@ -385,7 +394,9 @@
       }
     }
     if (!state.token) {
-      const res = await call("/api/v1/auth/visitor", "POST", {merchant});
+      let res;
+      try { res = await call("/api/v1/auth/visitor", "POST", {merchant}); }
+      catch (err) { setTimeout(boot, 30000); return; }  // e.g. 429: too many new visitors from this address
       state.token = res.token; localStorage.setItem(key("token"), res.token);
       forget();
     }
