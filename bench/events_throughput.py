@@ -17,6 +17,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from bench import throwaway_master_key
 from storage import outbox
 from storage.events import Event
 from storage.events_clickhouse import ClickHouseSink
@@ -93,6 +94,7 @@ def row(name: str, n: int, batch: str, seconds: float, stored: int) -> str:
 
 
 def main() -> None:
+    throwaway_master_key()
     parser = argparse.ArgumentParser(description="event rows/s into chDB, direct and through the outbox")
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=5000)

@@ -22,6 +22,7 @@ from actors.placement import PlacementTable
 from actors.router import Router
 from actors.settings import Settings
 from actors.transport import RayTransport
+from bench import throwaway_master_key
 from storage.redis_server import start_redis
 
 WINDOW = 64  # batches of envelopes the driver keeps in flight
@@ -102,6 +103,7 @@ async def run(args, cluster: Cluster) -> list[tuple[str, int, float]]:
 
 
 def main() -> None:
+    throwaway_master_key()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--hosts", type=int, default=2)
     p.add_argument("--envelopes", type=int, default=100_000)

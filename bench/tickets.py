@@ -19,6 +19,7 @@ import time
 
 import redis.asyncio as aioredis
 
+from bench import throwaway_master_key
 from storage.records import RecordStore
 from storage.redis_server import start_redis
 from storage.tickets import TicketStore, TicketSettings
@@ -49,6 +50,7 @@ async def _timed(n: int, concurrency: int, op) -> tuple[float, list[float]]:
 
 
 async def main(args) -> None:
+    throwaway_master_key()
     server = None
     url = args.redis_url
     if url is None:

@@ -32,6 +32,7 @@ from actors.router import Router  # noqa: E402
 from actors.settings import Settings  # noqa: E402
 from actors.transport import RayTransport  # noqa: E402
 from storage.redis_server import start_redis  # noqa: E402
+from tests.storage_helpers import opened_payload  # noqa: E402
 
 MERCHANT = "m-multi"
 SESSIONS = 200
@@ -151,7 +152,8 @@ def events_check(c: Cluster, timeout: float = 120) -> dict:
                                        " AND type = 'message.sent'", {"m": MERCHANT}))
     by_session: dict[str, list] = {}
     for sid, seq, payload, _ in rows:
-        by_session.setdefault(sid, []).append((seq, orjson.loads(payload)["n"]))
+        n = opened_payload(c.settings.redis_url, c.settings.prefix, MERCHANT, payload)["n"]
+        by_session.setdefault(sid, []).append((seq, n))
     bad = {sid: [n for _, n in sorted(p)] for sid, p in by_session.items()
            if [n for _, n in sorted(p)] != list(range(ROUNDS + 1))}
     return {"rows": len(rows), "expected": want, "distinct_ids": len({r[3] for r in rows}),

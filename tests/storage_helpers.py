@@ -32,3 +32,13 @@ def opened(events, client, prefix: str):
     ring = crypto.keyring(client, prefix)
     return [dataclasses.replace(e, payload=ring.open_payload(e.merchant_id, e.payload)) if e.merchant_id else e
             for e in events]
+
+
+def opened_payload(redis_url: str, prefix: str, merchant: str, payload: str) -> dict:
+    """A payload as ClickHouse stores it (JSON, personal fields sealed), opened."""
+    import orjson
+    import redis
+
+    from storage import crypto
+
+    return crypto.keyring(redis.Redis.from_url(redis_url), prefix).open_payload(merchant, orjson.loads(payload))

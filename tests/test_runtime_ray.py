@@ -16,6 +16,7 @@ from actors.envelope import ActorRef, Envelope
 from actors.router import Router
 from actors.settings import Settings
 from actors.transport import RayTransport
+from tests.storage_helpers import opened_payload
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -68,7 +69,8 @@ def assert_each_session_got(cluster: Cluster, merchant: str, sessions: int, per_
     assert len({r[3] for r in got}) == len(got), "an event is stored twice"
     by_session: dict[str, list[tuple[int, int]]] = {}
     for sid, seq, payload, _ in got:
-        by_session.setdefault(sid, []).append((seq, orjson.loads(payload)["n"]))
+        n = opened_payload(cluster.settings.redis_url, cluster.settings.prefix, merchant, payload)["n"]
+        by_session.setdefault(sid, []).append((seq, n))
     assert len(by_session) == sessions
     for sid, pairs in by_session.items():
         assert [n for _, n in sorted(pairs)] == list(range(per_session)), sid
