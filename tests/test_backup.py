@@ -125,8 +125,9 @@ def test_restore_holds_every_event_once_outbox_and_unacknowledged_batch_included
     assert manifest["clickhouse"]["events"] == 45 and manifest["outbox"]["events"] == 12
     assert manifest["outbox"]["pending_entries"] == 1 and manifest["outbox"]["already_in_clickhouse"] == 5
     assert manifest["events"] == {"total": 52, "by_type": {"message.sent": 52}}
-    # 3 snapshots, 2 outbox streams, the backlog counter, config, presence; no heartbeat, no pause key
-    assert manifest["redis"]["keys"] == 8
+    # 3 snapshots, 2 outbox streams, the backlog counter, config, presence, the merchant's wrapped data
+    # keys (storage/crypto.py: backups carry them); no heartbeat, no pause key
+    assert manifest["redis"]["keys"] == 9
     loop.call(_stop(writer, task))
 
     # everything gone, then restored (into the same chDB path: one per test process)
