@@ -60,7 +60,8 @@ class GatewayService:
         services = Services(RecordStore(self.redis, self.settings.prefix),
                             TokenSigner(load_secret(self.settings.secret_file)),
                             router=self.router, hub=self.hub, name=name, read_log=self._read_log,
-                            attachments=open_attachment_store(self.settings), query=self._query, export=self._export,
+                            attachments=open_attachment_store(self.settings, self.redis),   # sealed at rest
+                            query=self._query, export=self._export,
                             ask_bot=self._ask_bot if self.settings.bot_workers else None,
                             max_connections_per_ip=self.settings.max_connections_per_ip,
                             frames_per_s=self.settings.frames_per_s,

@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+import msgpack
 import orjson
 
 if TYPE_CHECKING:
@@ -113,17 +114,67 @@ class LocalAttachmentStore:
         except FileNotFoundError:
             raise LookupError(f"attachment {attachment_id} not found") from None
 
+    # -- opaque blobs, for SealedAttachmentStore -------------------------------------------------------
+    async def put_blob(self, merchant: str, attachment_id: str, blob: bytes) -> None:
+        if not is_merchant_id(merchant):
+            raise AttachmentRefused(f"merchant: {merchant!r} is not a merchant id")
+        meta = {"attachment_id": attachment_id, "name": attachment_id, "mime": "application/octet-stream",
+                "size": len(blob)}
+        await asyncio.to_thread(self._write, merchant, meta, blob)
 
-def open_attachment_store(settings: "Settings") -> AttachmentStore:
-    """The store the settings name: `<data_dir>/attachments` unless attachments_url is s3://."""
+    async def get_blob(self, merchant: str, attachment_id: str) -> bytes:
+        return (await self.get(merchant, attachment_id))[1]
+
+
+class SealedAttachmentStore:
+    """Attachments encrypted at rest (storage/crypto.py): the file, its name and type sealed
+    together with the merchant's data key, so the directory or bucket holds nothing readable.
+    Ones stored before sealing existed are served as they are."""
+
+    def __init__(self, inner, ring):
+        self.inner, self.ring = inner, ring
+
+    async def put(self, merchant: str, name: str, mime: str, data: bytes) -> dict:
+        check(name, mime, data)
+        if not is_merchant_id(merchant):
+            raise AttachmentRefused(f"merchant: {merchant!r} is not a merchant id")
+        meta = {"attachment_id": uuid.uuid4().hex, "name": name, "mime": mime, "size": len(data)}
+        blob = await asyncio.to_thread(self.ring.seal, merchant, msgpack.packb([meta, data]))
+        await self.inner.put_blob(merchant, meta["attachment_id"], blob)
+        return meta
+
+    async def get(self, merchant: str, attachment_id: str) -> tuple[dict, bytes]:
+        from storage import crypto
+
+        if not (is_attachment_id(attachment_id) and is_merchant_id(merchant)):
+            raise LookupError(f"attachment {attachment_id} not found")
+        blob = await self.inner.get_blob(merchant, attachment_id)
+        if not blob.startswith(crypto.MAGIC):
+            return await self.inner.get(merchant, attachment_id)
+        try:
+            meta, data = msgpack.unpackb(await asyncio.to_thread(self.ring.open, merchant, blob))
+        except crypto.Shredded:
+            raise LookupError(f"attachment {attachment_id} not found (erased)") from None
+        return meta, data
+
+
+def open_attachment_store(settings: "Settings", redis=None) -> AttachmentStore:
+    """The store the settings name: `<data_dir>/attachments` unless attachments_url is s3://;
+    sealed with the merchants' keys when given the cluster's `redis` (as every gateway does)."""
     target = settings.attachments_s3
     if target is None:
-        return LocalAttachmentStore(settings.data_dir / "attachments")
-    from .attachments_s3 import S3AttachmentStore  # boto3 is imported only when S3 is configured
+        store = LocalAttachmentStore(settings.data_dir / "attachments")
+    else:
+        from .attachments_s3 import S3AttachmentStore  # boto3 is imported only when S3 is configured
 
-    bucket, prefix = target
-    return S3AttachmentStore(bucket, prefix, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region,
-                             access_key_id=settings.s3_access_key_id,
-                             secret_access_key=settings.s3_secret_access_key,
-                             session_token=settings.s3_session_token)
+        bucket, prefix = target
+        store = S3AttachmentStore(bucket, prefix, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region,
+                                  access_key_id=settings.s3_access_key_id,
+                                  secret_access_key=settings.s3_secret_access_key,
+                                  session_token=settings.s3_session_token)
+    if redis is None:
+        return store
+    from storage import crypto
+
+    return SealedAttachmentStore(store, crypto.keyring(redis, settings.prefix))
 

@@ -64,6 +64,16 @@ class S3AttachmentStore:
                                 Metadata={"name": quote(name, safe="")})
         return meta
 
+    async def put_blob(self, merchant: str, attachment_id: str, blob: bytes) -> None:
+        """An opaque object (SealedAttachmentStore): no name or type of the file shows in the bucket."""
+        if not is_merchant_id(merchant):
+            raise AttachmentRefused(f"merchant: {merchant!r} is not a merchant id")
+        await asyncio.to_thread(self.client.put_object, Bucket=self.bucket, Key=self.key(merchant, attachment_id),
+                                Body=blob, ContentType="application/octet-stream")
+
+    async def get_blob(self, merchant: str, attachment_id: str) -> bytes:
+        return (await self.get(merchant, attachment_id))[1]
+
     async def get(self, merchant: str, attachment_id: str) -> tuple[dict, bytes]:
         if not (is_attachment_id(attachment_id) and is_merchant_id(merchant)):
             raise LookupError(f"attachment {attachment_id} not found")

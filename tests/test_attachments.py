@@ -6,7 +6,8 @@ import pytest
 from gateway.app import create_app
 from gateway.auth import Principal, TokenSigner
 from gateway.context import Services
-from storage.attachments import LocalAttachmentStore
+from storage import crypto
+from storage.attachments import LocalAttachmentStore, SealedAttachmentStore
 from storage.records import RecordStore
 from tests.api_client import SECRET, run
 
@@ -22,8 +23,9 @@ class Client:
 
         self.r = aioredis.from_url(self.redis_url)
         self.signer = TokenSigner(SECRET)
-        app = create_app({}, services=Services(RecordStore(self.r, self.prefix), self.signer,
-                                               attachments=LocalAttachmentStore(self.root)))
+        self.plain = LocalAttachmentStore(self.root)
+        self.store = SealedAttachmentStore(self.plain, crypto.keyring(self.r, self.prefix))   # as gateways have it
+        app = create_app({}, services=Services(RecordStore(self.r, self.prefix), self.signer, attachments=self.store))
         self._ctx = app.test_app()
         self.client = (await self._ctx.__aenter__()).test_client()
         return self
@@ -91,4 +93,25 @@ def test_upload_needs_a_token(redis_url, prefix, tmp_path):
         async with Client(redis_url, prefix, tmp_path) as c:
             resp = await c.client.post("/api/v1/attachments", data=PNG, headers={"Content-Type": "image/png"})
             assert resp.status_code == 401
+    run(main())
+
+
+def test_files_and_their_names_are_encrypted_at_rest_and_erased_with_the_merchants_keys(redis_url, prefix, tmp_path):
+    secret = PNG + "身份证 110101199003071234 ID card".encode()
+
+    async def main():
+        async with Client(redis_url, prefix, tmp_path) as c:
+            status, meta = await c.upload("m1", secret, "image/png", name="张三身份证.png")
+            assert status == 201
+            on_disk = b"".join(f.read_bytes() for f in tmp_path.rglob("*") if f.is_file())
+            for clear in (b"110101199003071234", "张三身份证".encode(), b"\x89PNG", b"image/png"):
+                assert clear not in on_disk
+            status, data, headers = await c.download("m1", meta["attachment_id"])
+            assert status == 200 and data == secret and headers["Content-Type"] == "image/png"
+            legacy = await c.plain.put("m1", "before.png", "image/png", PNG)   # stored before sealing existed
+            status, data, _ = await c.download("m1", legacy["attachment_id"])
+            assert status == 200 and data == PNG
+            c.store.ring.shred("m1")
+            status, _, _ = await c.download("m1", meta["attachment_id"])
+            assert status == 404
     run(main())

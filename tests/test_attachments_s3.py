@@ -12,7 +12,9 @@ from botocore.exceptions import ClientError
 from click.testing import CliRunner
 
 from actors.settings import ConfigError, Settings
-from storage.attachments import MAX_BYTES, AttachmentRefused, LocalAttachmentStore, open_attachment_store
+from storage import crypto
+from storage.attachments import (MAX_BYTES, AttachmentRefused, LocalAttachmentStore, SealedAttachmentStore,
+                                 open_attachment_store)
 from storage.attachments_s3 import S3AttachmentStore
 from tests.s3_server import ACCESS_KEY, BUCKET, REGION, SECRET_KEY, S3Server
 
@@ -50,15 +52,20 @@ def s3_store(s3):
     return S3AttachmentStore(BUCKET, f"t{uuid.uuid4().hex[:8]}/attachments", client=s3.client())
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "s3", "sealed local", "sealed s3"])
 def store(request, tmp_path):
-    """(store, what it holds): both implementations, for the one contract."""
-    if request.param == "local":
+    """(store, what it holds): both implementations, plain and sealed (as gateways use them), for the one contract."""
+    if request.param.endswith("local"):
         # Everything under tmp_path, not only the root: a file written outside it shows up too.
-        return (LocalAttachmentStore(tmp_path / "attachments"),
-                lambda: sorted(str(p) for p in tmp_path.rglob("*") if p.is_file()))
-    s3_store = request.getfixturevalue("s3_store")
-    return s3_store, lambda: bucket_keys(s3_store.client)
+        inner, holds = (LocalAttachmentStore(tmp_path / "attachments"),
+                        lambda: sorted(str(p) for p in tmp_path.rglob("*") if p.is_file()))
+    else:
+        s3_store = request.getfixturevalue("s3_store")
+        inner, holds = s3_store, lambda: bucket_keys(s3_store.client)
+    if request.param.startswith("sealed"):
+        ring = crypto.keyring(request.getfixturevalue("redis_client"), request.getfixturevalue("prefix"))
+        return SealedAttachmentStore(inner, ring), holds
+    return inner, holds
 
 
 # -- the contract, for both stores ---------------------------------------------------------------
