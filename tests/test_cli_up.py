@@ -32,7 +32,8 @@ def healthz(port: int) -> tuple[int, dict] | None:
 
 
 def env() -> dict:
-    return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    """As a user runs it: no master key in the environment, so `up` makes the data dir's own."""
+    return {**{k: v for k, v in os.environ.items() if k != "PEAKDESK_MASTER_KEY"}, "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 def start_up(tmp_path, *flags) -> tuple[subprocess.Popen, int]:
@@ -88,6 +89,8 @@ def test_up_is_healthy_within_a_minute_and_sigint_leaves_nothing_behind(tmp_path
 
         login_file = tmp_path / "data" / "demo-login.txt"
         assert oct(login_file.stat().st_mode & 0o777) == "0o600"
+        master_key = tmp_path / "data" / "master.key"          # wraps the merchants' data keys
+        assert oct(master_key.stat().st_mode & 0o777) == "0o600" and len(master_key.read_text().strip()) == 44
         creds = dict(line.split(": ", 1) for line in login_file.read_text().splitlines())
         req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/auth/login", method="POST",
                                      data=json.dumps(creds).encode(), headers={"Content-Type": "application/json"})
@@ -157,7 +160,7 @@ def login(port: int, creds: dict) -> int:
 
 
 def test_up_again_on_the_same_data_dir_keeps_merchants_and_logins(tmp_path):
-    versions = []
+    versions, master_keys = [], []
     for round_ in range(2):
         proc, port = start_up(tmp_path, "--hosts", "1")
         try:
@@ -167,9 +170,11 @@ def test_up_again_on_the_same_data_dir_keeps_merchants_and_logins(tmp_path):
             status = subprocess.run([PEAKDESK, "status", "--data-dir", str(tmp_path / "data"), "--json"],
                                     capture_output=True, text=True, env=env(), timeout=60)
             versions.append(json.loads(status.stdout)["placement_version"])
+            master_keys.append((tmp_path / "data" / "master.key").read_text())
             proc.send_signal(signal.SIGINT)
             assert proc.wait(timeout=90) == 0
         finally:
             if proc.poll() is None:
                 proc.kill()
     assert versions[1] == versions[0] + 1
+    assert master_keys[0] == master_keys[1]     # kept: what the first run sealed, the second reads
