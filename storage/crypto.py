@@ -480,8 +480,10 @@ def keyring(client: Any, prefix: str) -> Keyring:
 
 def _sync_client(pool: Any) -> redis.Redis:
     kwargs = {k: v for k, v in pool.connection_kwargs.items() if k in _SYNC_KWARGS}
-    kwargs.setdefault("socket_timeout", 5.0)
-    kwargs.setdefault("socket_connect_timeout", 5.0)
+    # Short: a key missing from the cache is fetched on the caller's thread, an event loop's too,
+    # so an unreachable Redis must fail it fast (as StoreUnavailable, further up) rather than hang.
+    kwargs["socket_timeout"] = min(kwargs.get("socket_timeout") or 2.0, 2.0)
+    kwargs["socket_connect_timeout"] = min(kwargs.get("socket_connect_timeout") or 1.0, 1.0)
     if "path" in kwargs:
         return redis.Redis(unix_socket_path=kwargs.pop("path"), **{k: v for k, v in kwargs.items() if k != "host"})
     cls_name = getattr(pool, "connection_class", type(None)).__name__
