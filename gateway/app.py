@@ -82,6 +82,7 @@ def _mount_api(app: Quart, services) -> None:
     from .auth_api import auth_api
     from .commerce_api import commerce_api
     from .kb_api import kb_api
+    from .openapi import PeakdeskOpenAPI
     from .widget_commerce_api import me_api
     from .tickets_api import tickets_api
     from .webhooks_api import webhooks_api
@@ -91,8 +92,7 @@ def _mount_api(app: Quart, services) -> None:
 
     app.config["PEAKDESK_SERVICES"] = services
     QuartSchema(app, openapi_path="/openapi.json", swagger_ui_path=None, redoc_ui_path=None, scalar_ui_path=None,
-                info={"title": "peakdesk admin API", "version": "1"},
-                security_schemes={"bearer": {"type": "http", "scheme": "bearer"}}, security=[{"bearer": []}])
+                info={"title": "peakdesk admin API", "version": "1"}, openapi_provider_class=PeakdeskOpenAPI)
     app.register_blueprint(auth_api)
     app.register_blueprint(api)
     app.register_blueprint(kb_api)

@@ -6,12 +6,12 @@ import time
 import uuid
 
 from quart import Blueprint
-from quart_schema import security_scheme_blueprint, validate_request
+from quart_schema import document_response, security_scheme_blueprint, validate_request
 
 from . import limits
 from .auth import AuthError, Principal, verify_customer_signature, verify_password
 from .context import services
-from .schemas import CustomerIdentityBody, LoginBody, VisitorBody
+from .schemas import CustomerIdentityBody, LoginBody, TokenAnswer, VisitorBody
 
 auth_api = Blueprint("auth", __name__, url_prefix="/api/v1/auth")
 security_scheme_blueprint(auth_api, [])   # where tokens come from: no token needed (/openapi.json says so)
@@ -37,6 +37,7 @@ def _token_answer(principal: Principal, extra: dict | None = None) -> dict:
 
 
 @auth_api.post("/login")
+@document_response(TokenAnswer)
 @validate_request(LoginBody)
 async def login(data: LoginBody):
     records = services().records
@@ -56,6 +57,7 @@ async def login(data: LoginBody):
 
 
 @auth_api.post("/visitor")
+@document_response(TokenAnswer)
 @validate_request(VisitorBody)
 async def visitor(data: VisitorBody):
     """A new anonymous visitor: counted per client IP (`widget_sessions_per_ip_per_min`, 429
@@ -68,6 +70,7 @@ async def visitor(data: VisitorBody):
 
 
 @auth_api.post("/customer")
+@document_response(TokenAnswer)
 @validate_request(CustomerIdentityBody)
 async def customer(data: CustomerIdentityBody):
     records = services().records

@@ -46,8 +46,9 @@ def _builtin(who: Principal) -> BuiltinStore:
 @commerce_api.get("/products")
 @authorized(Action.COMMERCE_READ)
 async def search_products(who: Principal):
-    query = request.args.get("q", "").strip()
-    if not query or len(query) > 100:
+    raw = request.args.get("q", "")
+    query = raw.strip()
+    if not query or len(raw) > 100:
         raise ApiError(422, "invalid_field", "q: 1-100 characters to search for", "q")
     found = await _ask((await adapter(who.merchant)).search_products(query, limit=20))
     return {"items": [p.model_dump() for p in found]}

@@ -92,6 +92,7 @@ def authorized(action: Action) -> Callable:
             except Forbidden as exc:
                 raise ApiError(403, "forbidden", str(exc)) from None
             return await fn(*args, who=who, **kwargs)
+        wrapper.action = action   # what /openapi.json says of it: who may call (gateway/openapi.py)
         return wrapper
     return decorator
 

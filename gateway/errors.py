@@ -28,6 +28,17 @@ def check_path_id(field: str, in_body: str, in_path: str) -> None:
         raise ApiError(422, "invalid_field", f"{field}: the body's {in_body!r} is not the path's {in_path!r}", field)
 
 
+def query_int(args, name: str, default: int, low: int, high: int) -> int:
+    """A whole-number query parameter (`?limit=20`), or 422 naming it. ASCII digits only:
+    int() would also take " 5", "+5", "1_000" and "٣"."""
+    raw = args.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+        raise ApiError(422, "invalid_field", f"{name}: a whole number from {low} to {high}, got {raw[:20]!r}", name)
+    return int(raw)
+
+
 def error_response(status: int, code: str, message: str, field: str | None = None,
                    details: list[dict] | None = None) -> Response:
     body = {"error": code, "message": message, "field": field, "details": details or []}

@@ -170,6 +170,22 @@ class CustomerIdentityBody(Strict):
     signature: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
+class TokenPrincipal(BaseModel):
+    kind: Literal["agent", "visitor", "customer"]
+    merchant: str
+    id: str
+    role: str
+
+
+class TokenAnswer(BaseModel):
+    """A token for `Authorization: Bearer` and the websocket's hello; `expires_at` in Unix seconds.
+    A login also answers with the agent's record (`agent`)."""
+    token: str
+    expires_at: int
+    principal: TokenPrincipal
+    agent: Optional[dict] = None
+
+
 class AgentCreate(Strict):
     username: Username
     name: Name

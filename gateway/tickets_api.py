@@ -19,7 +19,7 @@ from storage.tickets import TicketError, TicketSettings, TicketStore, ticket_set
 
 from .auth import Principal
 from .context import actor_of, authorized, services
-from .errors import ApiError
+from .errors import ApiError, query_int
 from .permissions import Action
 from .schemas import Strict, patch_of
 
@@ -110,12 +110,7 @@ async def list_tickets(who: Principal):
     """`?department=` its queue (open, most urgent first); `?customer=`; else all, newest first.
     Then `?status=`, `?assignee=` (`me` for the caller), `?limit=` (≤ 200), `?offset=`."""
     args = request.args
-    try:
-        limit, offset = int(args.get("limit", 50)), int(args.get("offset", 0))
-    except ValueError:
-        raise ApiError(422, "invalid_field", "limit, offset: whole numbers", "limit") from None
-    if not 1 <= limit <= 200 or offset < 0:
-        raise ApiError(422, "invalid_field", "limit: 1-200, offset: 0 or more", "limit")
+    limit, offset = query_int(args, "limit", 50, 1, 200), query_int(args, "offset", 0, 0, 1 << 31)
     assignee = args.get("assignee")
     if assignee == "me":
         assignee = who.id

@@ -115,7 +115,7 @@ def bot_welcome(bot_settings: dict) -> str | None:
     knowledge base has entries), else None."""
     if bot_settings.get("enabled") is False:
         return None
-    config = BotConfig.model_validate(bot_settings)
+    config = BotConfig.model_validate(bot_settings, strict=False)   # stored, checked strictly when saved
     zh, en = config.say("welcome", "zh"), config.say("welcome", "en")
     return zh if zh == en else f"{zh}\n{en}"
 

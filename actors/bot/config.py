@@ -24,7 +24,7 @@ DEFAULT_TEXTS: dict[str, dict[str, str]] = {
 
 
 class KeywordRule(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     keywords: list[str] = Field(min_length=1, max_length=20)
     reply: str = Field(min_length=1, max_length=2000)
     match: str = Field(default="any", pattern="^(any|all|exact)$")
@@ -46,7 +46,9 @@ class KeywordRule(BaseModel):
 
 
 class BotConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: a client's JSON of the wrong type is refused naming the field ("2" is not 2, 1 is not
+    # true); stored settings were checked so when saved, and are read back with strict=False
+    model_config = ConfigDict(extra="forbid", strict=True)
     enabled: bool = True
     language: str = Field(default="zh", pattern="^(zh|en)$")  # for messages with no letters of either
     texts: dict[str, str | dict[str, str]] = Field(default_factory=dict)

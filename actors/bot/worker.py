@@ -136,7 +136,7 @@ class BotWorker:
         if known is not None and known[0] == version and known[1] == merchant_raw:
             return
         version, items, bot_settings = load_sync(self.redis, self.prefix, merchant)
-        config = BotConfig.model_validate(bot_settings)
+        config = BotConfig.model_validate(bot_settings, strict=False)   # stored, checked strictly when saved
         if known is not None and known[0] == version:
             index = known[2].index  # only the settings changed
         else:

@@ -1,7 +1,10 @@
 """Records and the adapter interface shared by the built-in store and the HTTP adapter.
 
 Records are validated on the way in (a merchant's push, a CSV row, an HTTP answer mapped to
-our fields): a bad one is refused with the field named, never half-stored.
+our fields): a bad one is refused with the field named, never half-stored. Strictly: JSON of the
+wrong type is refused (`"stock": "12"`, `"qty": true`, `"price": 299`), as the REST API documents
+them; only the HTTP adapter, mapping a merchant's own JSON onto ours, validates leniently
+(`strict=False`: its systems' "2" is a quantity of 2).
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ class CommerceUnavailable(RuntimeError):
 
 
 class Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, strict=True)
 
 
 class Product(Record):

@@ -10,7 +10,9 @@ from .http import DEFAULT_ENDPOINTS, HttpAdapter
 
 
 class HttpSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: a client's JSON of the wrong type is refused naming the field ("2" is not 2, false is
+    # not 0); stored settings were checked so, and are read back leniently (adapter_for)
+    model_config = ConfigDict(extra="forbid", strict=True)
     base_url: str = Field(pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$", max_length=500)
     headers: dict[str, str] = Field(default_factory=dict, max_length=20)   # e.g. Authorization: Bearer …
     # at most 4 s: the bot's live answers (orders, comparisons) must land inside its 5 s turn
@@ -21,7 +23,7 @@ class HttpSettings(BaseModel):
 
 
 class CommerceSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     adapter: Literal["builtin", "http"] = "builtin"
     http: Optional[HttpSettings] = None
 
@@ -33,7 +35,7 @@ class CommerceSettings(BaseModel):
 def adapter_for(redis, prefix: str, merchant: str, settings: dict | None, shard: int = 0, cache: dict | None = None):
     """The merchant's adapter; HTTP adapters are kept in `cache` (keyed by their settings), so
     their answer cache and connections live across requests."""
-    config = CommerceSettings.model_validate(settings or {})
+    config = CommerceSettings.model_validate(settings or {}, strict=False)
     if config.adapter == "builtin":
         return BuiltinStore(redis, prefix, merchant, shard)
     http = config.http.model_dump(mode="json")

@@ -137,7 +137,7 @@ class HttpAdapter:
         values = self._fields(kind, doc, [n for n in model.model_fields if n not in extra])
         values = {k: _plain(k, v) for k, v in values.items() if v is not None}
         try:
-            return model.model_validate({**values, **extra})
+            return model.model_validate({**values, **extra}, strict=False)   # the merchant's JSON, mapped: lenient
         except ValidationError as exc:
             first = exc.errors()[0]
             field = ".".join(str(x) for x in first["loc"])

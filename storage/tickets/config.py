@@ -13,7 +13,9 @@ Label = Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whit
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: a client's JSON of the wrong type is refused naming the field ("3600" is not 3600,
+    # 0 is not false); what is stored was validated so, and is read back leniently (ticket_settings)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Department(_Model):
@@ -134,4 +136,5 @@ class TicketSettings(_Model):
 
 
 def ticket_settings(merchant_record: dict) -> TicketSettings:
-    return TicketSettings.model_validate((merchant_record.get("settings") or {}).get("tickets") or {})
+    """The stored settings (checked strictly when saved; older records may hold coerced values)."""
+    return TicketSettings.model_validate((merchant_record.get("settings") or {}).get("tickets") or {}, strict=False)
