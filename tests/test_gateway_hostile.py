@@ -225,6 +225,7 @@ def test_a_frame_while_redis_is_unreachable_is_answered_unavailable_and_the_conn
                 server.start()   # same port, same data (AOF)
             opened = await until_taken(customer, {"t": "open", "id": "o2"}, "o2")
             assert opened["session"] != session
-            msg = {"t": "msg", "cid": "after-outage", "session": session, "kind": "text", "content": {"text": "回来了"}}
+            msg = {"t": "msg", "cid": "after-outage", "session": session, "kind": "text",
+                   "content": {"text": "回来了"}}
             assert (await until_taken(customer, msg, "after-outage"))["seq"] >= 1
     trio.run(main)

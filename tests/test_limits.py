@@ -186,7 +186,8 @@ def test_the_widget_limit_is_a_setting_and_a_flag_of_up(tmp_path):
     from actors.settings import ConfigError, Settings
 
     assert Settings(data_dir=tmp_path).widget_sessions_per_ip_per_min == limits.WIDGET_SESSIONS == 30
-    assert Settings(data_dir=tmp_path, widget_sessions_per_ip_per_min=1_000_000).widget_sessions_per_ip_per_min == 1_000_000
+    raised = Settings(data_dir=tmp_path, widget_sessions_per_ip_per_min=1_000_000)
+    assert raised.widget_sessions_per_ip_per_min == 1_000_000
     for bad in (0, -1, "30", 2.5):
         with pytest.raises(ConfigError, match="widget_sessions_per_ip_per_min"):
             Settings(data_dir=tmp_path, widget_sessions_per_ip_per_min=bad)
