@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
+from storage import crypto
 from storage.attachments import AttachmentStore
 
 
@@ -24,14 +25,20 @@ class MerchantMedia:
 
 
 class ChannelState:
-    """Strings by name for one channel of one merchant: `{p}m:{m}:channel:{id}:state` (a hash)."""
+    """Strings by name for one channel of one merchant: `{p}m:{m}:channel:{id}:state` (a hash).
+    Names are the connector's own (never a customer's id); values are sealed with the merchant's
+    data key (storage/crypto.py: access tokens are secrets) and read as unset once it is shredded."""
 
     def __init__(self, redis: Redis, prefix: str, merchant: str, channel_id: str):
         self.r, self.key = redis, f"{prefix}m:{merchant}:channel:{channel_id}:state"
+        self.ring, self.merchant = crypto.keyring(redis, prefix), merchant
 
     async def get(self, name: str) -> str | None:
         raw = await self.r.hget(self.key, name)
-        return raw.decode() if raw is not None else None
+        try:
+            return self.ring.open(self.merchant, raw).decode() if raw is not None else None
+        except crypto.Shredded:
+            return None
 
     async def set(self, name: str, value: str) -> None:
-        await self.r.hset(self.key, name, value)
+        await self.r.hset(self.key, name, self.ring.seal(self.merchant, value.encode()))

@@ -2,8 +2,10 @@
 agents' and the bot's answers out through the platform (a job per message, storage/jobs.py), the
 platform's receipts back to the conversation, and pulled platforms (IMAP) polled.
 
-Inbound, per message: the customer is `<channel id>:<platform id>`; their open conversation on
-the channel (per thread) is found or started (the merchant's diversion rules, the channel's
+Inbound, per message: the customer is `<channel id>:<pseudonym of the platform id>` (no phone
+number or address in key names or ClickHouse columns; agents find the platform id as a contact
+attribute of the customer's sealed record: `phone`, `email`, `openid`...); their open
+conversation on the channel (per thread) is found or started (the merchant's diversion rules, the channel's
 group, the bot); the message goes in with a client id made from the platform's message id, so a
 platform's retry is the same message to the session actor and is shown once — and the id is
 remembered for 8 days, so a retry days later (a new conversation by then) is dropped too. The platform gets
@@ -27,6 +29,7 @@ from connectors.base import Inbound, Outbound, Receipt, SendFailed, WebhookReque
 from connectors.support import ChannelState, MerchantMedia
 from storage.actor_store import read_states
 from storage.channels import ChannelStore, channel_key
+from storage.records import MAX_ATTR_VALUE
 
 from .context import Services
 
@@ -36,6 +39,8 @@ POLL_LOCK_S = 300           # longer than a poll can take (a mailbox's operation
 SEND_TIMEOUT_S = 15.0
 DEFAULT_RATE_PER_S = 20     # sends per second per channel unless the connector or the channel says
 SEEN_TTL_S = 8 * 86400      # platform message ids remembered: WhatsApp re-sends for up to 7 days
+# the customer attribute that holds a platform id, by connector ("external_id" for the others)
+CONTACT_ATTRIBUTE = {"whatsapp": "phone", "email": "email", "wechat_oa": "openid", "wecom_kf": "external_userid"}
 _REPLACE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) return 1 end
 return 0
@@ -84,9 +89,7 @@ class Channels:
         seen = f"{self.store.p}m:{merchant}:channel:{channel['channel_id']}:seen:{digest}"
         if await self.store.r.exists(seen):   # the platform re-sent one we have (WhatsApp does, for days)
             return ""
-        customer = f"{channel['channel_id']}:{message.external_id}"[:128]
-        await self.svc.records.upsert_customer(merchant, customer, channel=channel["connector"],
-                                               display_name=message.name or None, actor="system")
+        customer = await self._customer(merchant, channel, message)
         session = await self._conversation(merchant, channel, customer, message)
         cid = "ch-" + digest   # and within the conversation, the session drops a repeat by it
         body = {"cid": cid, "kind": message.kind, "content": message.content,
@@ -95,6 +98,15 @@ class Channels:
         await self.svc.router.send([Envelope(ActorRef("session", merchant, session), "message", body)])
         await self.store.r.set(seen, session, ex=SEEN_TTL_S)
         return session
+
+    async def _customer(self, merchant: str, channel: dict, message: Inbound) -> str:
+        """The customer's id (created if new, with their platform id as a contact attribute)."""
+        customer = self.store.customer_id(merchant, channel["channel_id"], message.external_id)
+        name = CONTACT_ATTRIBUTE.get(channel["connector"], "external_id")
+        contact = {name: message.external_id[:MAX_ATTR_VALUE]}
+        await self.svc.records.upsert_customer(merchant, customer, channel=channel["connector"],
+                                               display_name=message.name or None, attributes=contact, actor="system")
+        return customer
 
     async def _conversation(self, merchant: str, channel: dict, customer: str, message: Inbound) -> str:
         key = self.store.conversation_key(merchant, channel["channel_id"], message.external_id, message.thread)

@@ -3,12 +3,14 @@ settings and credentials — encrypted at rest — and which group its conversat
 
 Keys: `{p}m:{m}:channel:{id}` (JSON; `config` is an AES-GCM token), `{p}m:{m}:channels` (set),
 `{p}channels` (set of "merchant|id", what the gateways' pollers walk),
-`{p}m:{m}:channel:{id}:conv:{hash}` → the session of a customer (and thread) on the channel,
+`{p}m:{m}:channel:{id}:conv:{pseudonym}` → the session of a customer (and thread) on the channel,
 `{p}m:{m}:channel:{id}:out:{platform message id}` → "session|seq" (receipts find their message),
 `{p}m:{m}:channel:{id}:state` (the connector's own cursors and tokens, connectors/support.py).
 
 Credentials are encrypted with a key derived (HKDF-SHA256) from the cluster's secret
 (PEAKDESK_SECRET or the data dir's secret file): a Redis dump alone reveals none of them.
+No key name holds a customer's platform id (a phone number, an address): conversations are
+found by its pseudonym, an HMAC with the merchant's index key (storage/crypto.py `blind`).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from redis.asyncio import Redis
 
+from storage import crypto
 from storage.records import Conflict, NotFound, audit
 
 MAX_CHANNELS = 50
@@ -128,9 +131,18 @@ class ChannelStore:
         return [tuple(m.decode().split("|", 1)) for m in await self.r.smembers(f"{self.p}channels")]
 
     # -- conversations and sent messages ---------------------------------------------------------
+    @property
+    def ring(self) -> crypto.Keyring:
+        return crypto.keyring(self.r, self.p)
+
+    def customer_id(self, merchant: str, channel_id: str, external_id: str) -> str:
+        """The customer of a platform id on a channel: `<channel id>:<pseudonym>` (24 hex), the
+        same for the same platform id, saying nothing of it."""
+        return f"{channel_id}:{self.ring.blind(merchant, external_id)[:24]}"
+
     def conversation_key(self, merchant: str, channel_id: str, external_id: str, thread: str) -> str:
-        digest = hashlib.sha256(f"{external_id}\n{thread}".encode()).hexdigest()[:32]
-        return self._k(merchant, "channel", channel_id, "conv", digest)
+        pseudonym = self.ring.blind(merchant, f"{external_id}\n{thread}")
+        return self._k(merchant, "channel", channel_id, "conv", pseudonym)
 
     async def remember_sent(self, merchant: str, channel_id: str, platform_id: str, session: str, seq: int) -> None:
         await self.r.set(self._k(merchant, "channel", channel_id, "out", _short(platform_id)), f"{session}|{seq}",

@@ -11,10 +11,18 @@ Keys under the prefix:
 A gateway that dies mid-job leaves the entry pending; another claims it after `CLAIM_IDLE_MS`.
 Jobs with the same `lane` (a channel's messages) run in order; lanes run side by side. A job
 given up calls its kind's `on_dead` hook once (a message never delivered: the agent is told).
+
+A job's own fields (a message's text and its recipient, a webhook's body) and its last error are
+sealed with the job merchant's data key (storage/crypto.py): the stored JSON keeps `kind`,
+`merchant`, `id`, `attempt` and `lane` readable (what routes and counts it) and holds the rest in
+`sealed` (base64). The stream, the retry set and the dead list all hold jobs so; `revive_dead`
+moves them as they are. A job stored before sealing existed runs as it is. A job whose
+merchant's keys were shredded has nothing left to deliver: it is dropped when it comes up.
 """
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 import uuid
@@ -23,6 +31,8 @@ from typing import Any, Awaitable, Callable
 import orjson
 import redis.exceptions
 from redis.asyncio import Redis
+
+from storage import crypto
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +79,36 @@ def dead_key(prefix: str) -> str:
     return f"{prefix}jobs:dead"
 
 
+CLEAR = ("kind", "merchant", "id", "attempt", "lane")     # stored readable; every other field sealed
+RESERVED = frozenset({"kind", "merchant", "id", "attempt", "error", "sealed"})
+
+
+def pack(ring: crypto.Keyring, job: dict) -> bytes:
+    """The stored JSON of a job: CLEAR fields as they are, the rest sealed for its merchant."""
+    head = {k: job[k] for k in CLEAR if k in job}
+    rest = orjson.dumps({k: v for k, v in job.items() if k not in CLEAR})
+    head["sealed"] = base64.b64encode(ring.seal(job["merchant"], rest)).decode()
+    return orjson.dumps(head)
+
+
+def unpack(ring: crypto.Keyring, raw: bytes | str) -> dict:
+    """A stored job with its fields opened (one stored unsealed as it is); raises crypto.Shredded
+    when its merchant's keys are gone, crypto.CryptoError when corrupt, ValueError when no job."""
+    job = orjson.loads(raw)
+    sealed = job.pop("sealed", None)
+    if sealed is None:
+        return job
+    return {**job, **orjson.loads(ring.open(job["merchant"], base64.b64decode(sealed)))}
+
+
 def enqueue(pipe: Any, prefix: str, kind: str, merchant: str, /, **fields: Any) -> str:
     """Queue a job on `pipe` (inside the caller's MULTI); returns its id."""
-    reserved = {"kind", "merchant", "id", "attempt", "error"} & fields.keys()
+    reserved = RESERVED & fields.keys()
     if reserved:
         raise ValueError(f"job fields may not be named {sorted(reserved)}")
     job_id = uuid.uuid4().hex
-    pipe.xadd(stream(prefix), {"j": orjson.dumps({"kind": kind, "merchant": merchant, "id": job_id, "attempt": 0,
-                                                   **fields})})
+    job = {"kind": kind, "merchant": merchant, "id": job_id, "attempt": 0, **fields}
+    pipe.xadd(stream(prefix), {"j": pack(crypto.keyring(pipe, prefix), job)})
     return job_id
 
 
@@ -93,6 +125,10 @@ class Dispatcher:
         self.on_dead = on_dead or {}   # kind -> called once when a job is given up (tell someone)
         self.clock, self.block_ms = clock, block_ms
         self.done = self.failed = 0
+
+    @property
+    def ring(self) -> crypto.Keyring:
+        return crypto.keyring(self.r, self.p)
 
     async def ensure_group(self) -> None:
         try:
@@ -136,11 +172,15 @@ class Dispatcher:
     async def _run_one(self, entry_id, fields: dict) -> None:
         raw = fields.get(b"j") or fields.get("j")
         try:
-            job = orjson.loads(raw)
+            job = unpack(self.ring, raw)
             handler = self.handlers[job["kind"]]
             if fields.get(b"revived") or fields.get("revived"):
                 job = {**job, "attempt": 0}
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        except crypto.Shredded:   # its merchant's data is gone: nothing left to deliver
+            log.info("job dropped: its merchant's keys were shredded")
+            await self._settle(entry_id)
+            return
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, crypto.CryptoError) as exc:
             await self._settle(entry_id, dead={"raw": repr(raw)[:2000], "error": f"undecodable job: {exc!r}"})
             return
         try:
@@ -174,20 +214,49 @@ class Dispatcher:
         pipe = self.r.pipeline(transaction=True)
         pipe.xack(stream(self.p), GROUP, entry_id)
         pipe.xdel(stream(self.p), entry_id)
-        if retry is not None:
-            pipe.zadd(retry_key(self.p), {orjson.dumps(retry[0]): int(retry[1] * 1000)})
-        if dead is not None:
-            pipe.lpush(dead_key(self.p), orjson.dumps(dead))
+        kept = self._stored(retry[0] if retry is not None else dead)
+        if retry is not None and kept is not None:
+            pipe.zadd(retry_key(self.p), {kept: int(retry[1] * 1000)})
+        if dead is not None and kept is not None:
+            pipe.lpush(dead_key(self.p), kept)
             pipe.ltrim(dead_key(self.p), 0, MAX_DEAD - 1)
         await pipe.execute()
 
+    def _stored(self, job: dict | None) -> bytes | None:
+        """A job kept for later, sealed (an undecodable one as it came); None when there is none
+        or its merchant's keys were shredded meanwhile."""
+        if job is None:
+            return None
+        if "merchant" not in job:
+            return orjson.dumps(job)
+        try:
+            return pack(self.ring, job)
+        except crypto.Shredded:
+            return None
+
 
 def _lane(fields: dict) -> str:
-    try:
+    try:   # `lane` and `kind` are stored readable: no need to open the job
         job = orjson.loads(fields.get(b"j") or fields.get("j"))
         return str(job.get("lane") or job.get("kind"))
     except (orjson.JSONDecodeError, TypeError, AttributeError):
         return ""
+
+
+async def dead_jobs(r: Redis, prefix: str, limit: int = 100) -> list[dict]:
+    """The jobs given up on, newest first, opened (with their last `error`); a shredded
+    merchant's as they are stored."""
+    ring = crypto.keyring(r, prefix)
+    return [_readable(ring, raw) for raw in await r.lrange(dead_key(prefix), 0, limit - 1)]
+
+
+def _readable(ring: crypto.Keyring, raw: bytes) -> dict:
+    try:
+        return unpack(ring, raw)
+    except crypto.CryptoError:     # shredded or corrupt: what is readable of it
+        return orjson.loads(raw)
+    except (ValueError, KeyError, TypeError):
+        return {"raw": repr(raw)[:2000]}
 
 
 async def revive_dead(r: Redis, prefix: str, limit: int = 10_000) -> int:

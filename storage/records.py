@@ -11,6 +11,13 @@ Keys: `{p}merchant:{m}` and the set `{p}merchants`; everything else of a merchan
 `groups`, `customer:{id}`, `customers` (sorted set by first sight), `reply:{id}`, `replies`,
 `apikey:{id}`, `apikeys`, `secret` (customer-signing secret); `{p}apikey:{key id}` -> merchant
 (key ids are random and say nothing). Values are JSON. Updates are optimistic (WATCH/MULTI).
+
+Customer records (name, contact attributes: what a customer is) are sealed with the merchant's
+data key (storage/crypto.py): Redis holds them only as ciphertext; a record written before
+sealing existed reads as it was. Once the merchant's keys are shredded a customer record reads
+as not found (`get_customer` raises NotFound, lists leave it out), as if it had been deleted —
+the console shows no customer whose data can no longer be read. Customer ids (the key names, the
+`customers` set) are not personal: channel customers' ids carry a pseudonym (gateway/channels.py).
 """
 from __future__ import annotations
 
@@ -26,7 +33,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
-from storage import outbox
+from storage import crypto, outbox
 from storage.events import Event
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -77,19 +84,44 @@ class RecordStore:
     def _now(self) -> int:
         return int(self.clock() * 1000)
 
-    async def _get(self, key: str, kind: str, id_: str) -> dict:
+    @property
+    def ring(self) -> crypto.Keyring:
+        return crypto.keyring(self.r, self.p)
+
+    def _dump(self, record: dict, sealed_for: str | None = None) -> bytes:
+        """The stored bytes of a record: sealed with `sealed_for`'s data key when given."""
+        raw = orjson.dumps(record)
+        return self.ring.seal(sealed_for, raw) if sealed_for else raw
+
+    def _load(self, raw: bytes, kind: str, id_: str, sealed_for: str | None = None) -> dict:
+        """A stored record; a sealed one whose merchant's keys were shredded is NotFound."""
+        if sealed_for:
+            try:
+                raw = self.ring.open(sealed_for, raw)
+            except crypto.Shredded:
+                raise NotFound(kind, id_) from None
+        return orjson.loads(raw)
+
+    def _load_or_none(self, raw: bytes, kind: str, id_: str, sealed_for: str | None = None) -> dict | None:
+        try:
+            return self._load(raw, kind, id_, sealed_for)
+        except NotFound:   # shredded: as if deleted
+            return None
+
+    async def _get(self, key: str, kind: str, id_: str, sealed_for: str | None = None) -> dict:
         raw = await self.r.get(key)
         if raw is None:
             raise NotFound(kind, id_)
-        return orjson.loads(raw)
+        return self._load(raw, kind, id_, sealed_for)
 
     def _audit(self, pipe, merchant: str, type_: str, actor: str, target: str, changes: dict, **cols) -> None:
         audit(pipe, self.p, self.shard, merchant, type_, actor, target, changes, self._now(), **cols)
 
     async def _update(self, key: str, kind: str, id_: str, apply: Callable[[dict], Awaitable[dict] | dict],
-                      after: Callable[[Any, dict, dict], None]) -> dict:
+                      after: Callable[[Any, dict, dict], None], sealed_for: str | None = None) -> dict:
         """Read-modify-write under WATCH; `apply` returns the changes it made to the record,
-        `after(pipe, record, changes)` queues the audit (and any index updates)."""
+        `after(pipe, record, changes)` queues the audit (and any index updates); a record sealed
+        for a merchant (`sealed_for`) is opened and sealed again."""
         while True:
             async with self.r.pipeline(transaction=True) as pipe:
                 try:
@@ -97,12 +129,12 @@ class RecordStore:
                     raw = await pipe.get(key)
                     if raw is None:
                         raise NotFound(kind, id_)
-                    record = orjson.loads(raw)
+                    record = self._load(raw, kind, id_, sealed_for)
                     result = apply(record)
                     changed = await result if hasattr(result, "__await__") else result
                     record["updated_at"] = self._now()
                     pipe.multi()
-                    pipe.set(key, orjson.dumps(record))
+                    pipe.set(key, self._dump(record, sealed_for))
                     after(pipe, record, changed)
                     await pipe.execute()
                     return record
@@ -297,24 +329,26 @@ class RecordStore:
 
     # -- customers -----------------------------------------------------------------------------
     async def upsert_customer(self, merchant: str, customer_id: str, *, channel: str = "web",
-                              display_name: str | None = None, actor: str) -> dict:
+                              display_name: str | None = None, attributes: dict | None = None, actor: str) -> dict:
+        """The customer's record, created if new (with `attributes`, such as a channel's contact)."""
         key, now = self._k(merchant, "customer", customer_id), self._now()
         record = {"customer_id": customer_id, "channel": channel, "display_name": display_name or "",
-                  "visit_count": 0, "first_seen": now, "last_seen": now, "attributes": {}, "created_at": now,
-                  "updated_at": now}
-        if await self.r.set(key, orjson.dumps(record), nx=True):
+                  "visit_count": 0, "first_seen": now, "last_seen": now, "attributes": dict(attributes or {}),
+                  "created_at": now, "updated_at": now}
+        if await self.r.set(key, self._dump(record, merchant), nx=True):
             await self.r.zadd(self._k(merchant, "customers"), {customer_id: now}, nx=True)
             return record
         return await self.get_customer(merchant, customer_id)
 
     async def get_customer(self, merchant: str, customer_id: str) -> dict:
-        return await self._get(self._k(merchant, "customer", customer_id), "customer", customer_id)
+        """The customer's record; NotFound if there is none or its merchant's keys were shredded."""
+        return await self._get(self._k(merchant, "customer", customer_id), "customer", customer_id, merchant)
 
     async def list_customers(self, merchant: str, cursor: int = 0, limit: int = 50) -> tuple[list[dict], int | None]:
         ids = [i.decode() for i in await self.r.zrange(self._k(merchant, "customers"), cursor, cursor + limit - 1)]
         raws = await self.r.mget([self._k(merchant, "customer", i) for i in ids]) if ids else []
-        items = [orjson.loads(r) for r in raws if r]
-        return items, (cursor + limit if len(ids) == limit else None)
+        items = [self._load_or_none(raw, "customer", i, merchant) for i, raw in zip(ids, raws) if raw]
+        return [c for c in items if c is not None], (cursor + limit if len(ids) == limit else None)
 
     async def record_visit(self, merchant: str, customer_id: str) -> int:
         def apply(record: dict) -> dict:
@@ -327,7 +361,8 @@ class RecordStore:
                 merchant_id=merchant, type="customer.visited", actor_key="admin", seq=0, ts=self._now(),
                 customer_id=customer_id, payload={"visit_count": record["visit_count"]})])
         await self.upsert_customer(merchant, customer_id, actor="system")
-        record = await self._update(self._k(merchant, "customer", customer_id), "customer", customer_id, apply, after)
+        record = await self._update(self._k(merchant, "customer", customer_id), "customer", customer_id, apply, after,
+                                    sealed_for=merchant)
         return record["visit_count"]
 
     async def set_attributes(self, merchant: str, customer_id: str, attributes: dict, actor: str) -> dict:
@@ -344,7 +379,8 @@ class RecordStore:
             return attributes
         return await self._update(self._k(merchant, "customer", customer_id), "customer", customer_id, apply,
                                   lambda pipe, rec, ch: self._audit(pipe, merchant, "audit.customer.attributes_set",
-                                                                    actor, customer_id, ch, customer_id=customer_id))
+                                                                    actor, customer_id, ch, customer_id=customer_id),
+                                  sealed_for=merchant)
 
     # -- quick replies -------------------------------------------------------------------------
     async def create_quick_reply(self, merchant: str, *, owner: str | None, shortcut: str, text: str,

@@ -25,6 +25,7 @@ import redis as sync_redis
 import trio
 
 from gateway.client import connect
+from storage import crypto
 from storage.webhooks import sign, verify
 from tests.gateway_cluster import Peakdesk
 from tests.test_routing_ws import online
@@ -33,6 +34,17 @@ from tests.test_web import browser  # noqa: F401  (the fixture)
 pytestmark = pytest.mark.timeout(300)
 SECRET = "whsec-middleware-" + "k" * 32
 PLUGIN = "pd_echo_connector"
+
+
+def _customer_id(pd: Peakdesk, channel: str, external_id: str) -> str:
+    """The id a channel customer gets: the channel and a pseudonym of their platform id."""
+    from storage.channels import ChannelStore
+
+    r = sync_redis.Redis.from_url(pd.settings.redis_url)
+    try:
+        return ChannelStore(r, "chn:", b"k" * 32).customer_id("demo", channel, external_id)
+    finally:
+        r.close()
 
 
 class Middleware:
@@ -217,7 +229,7 @@ def test_a_platform_conversation_through_the_merchants_middleware(pd, middleware
             assert hook(pd, "/hooks/demo/taobao", *signed({"messages": [first]}))[0] == 200   # the platform retries
             assigned = await a.until("assigned", timeout=20)
             session = assigned["session"]
-            assert assigned["customer_id"] == f"taobao:{customer}"
+            assert assigned["customer_id"] == _customer_id(pd, "taobao", customer)
             await a.subscribe(session)
             got = await a.next_message(session)
             assert got["content"]["text"] == "我的电饭煲坏了 my rice cooker broke" and got["from"]["kind"] == "customer"
@@ -265,7 +277,8 @@ def test_a_platform_conversation_through_the_merchants_middleware(pd, middleware
 
     session = trio.run(main)
     r = sync_redis.Redis.from_url(pd.settings.redis_url)
-    logged = [msgpack.unpackb(f[b"b"]) for _, f in r.xrange(f"chn:m:demo:log:session:{session}")]
+    ring = crypto.keyring(r, "chn:")     # logs are sealed with the merchant's key
+    logged = [msgpack.unpackb(ring.open("demo", f[b"b"])) for _, f in r.xrange(f"chn:m:demo:log:session:{session}")]
     r.close()
     texts = [m["content"].get("text") for m in logged if m.get("from", {}).get("kind") == "customer"]
     assert texts == ["我的电饭煲坏了 my rice cooker broke", "好的谢谢"]     # the platform's retry: shown once
@@ -433,8 +446,8 @@ def test_a_conversation_claimed_by_a_gateway_that_died_before_opening_it_still_o
     pd.post("/api/v1/channels", {"connector": "webhook", "name": "快手 Kuaishou", "channel_id": "kuaishou", "group": g,
                                  "config": {"secret": SECRET, "send_url": middleware.url}}, pd.owner_token)
     token = agent(pd, g)
-    key = ChannelStore(None, "chn:", b"k" * 32).conversation_key("demo", "kuaishou", "ks1", "")
     r = sync_redis.Redis.from_url(pd.settings.redis_url)
+    key = ChannelStore(r, "chn:", b"k" * 32).conversation_key("demo", "kuaishou", "ks1", "")
     r.set(key, "deadbeef00000000deadbeef")      # claimed; the gateway died before the open
     r.close()
     message = {"customer_id": "ks1", "message_id": "k-1", "kind": "text", "content": {"text": "老铁在吗"}}

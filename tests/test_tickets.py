@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 import cli
 
-from storage import jobs, outbox, webhooks
+from storage import crypto, jobs, outbox, webhooks
 from storage.tickets import TicketStore, ticket_settings
 from storage.tickets import sla
 from storage.redis_server import free_port
@@ -39,7 +39,8 @@ async def _events(r, prefix: str) -> list:
 
 
 async def _jobs(r, prefix: str) -> list[dict]:
-    return [json.loads(f[b"j"]) for _, f in await r.xrange(jobs.stream(prefix))]
+    ring = crypto.keyring(r, prefix)
+    return [jobs.unpack(ring, f[b"j"]) for _, f in await r.xrange(jobs.stream(prefix))]
 
 
 async def _tenant(api: Api, merchant: str, tickets: dict | None = SHORT_SLA):
@@ -263,7 +264,7 @@ def test_webhooks_are_signed_retried_and_never_show_internal_notes_or_other_merc
                 await runner.step()
                 clock[0] += max(jobs.BACKOFF_S) + 1
             assert await jobs.pending(api.r, prefix) == {"queued": 0, "retrying": 0, "dead": 1}
-            dead = json.loads(await api.r.lindex(jobs.dead_key(prefix), 0))
+            dead, = await jobs.dead_jobs(api.r, prefix)
             assert dead["attempt"] == jobs.MAX_ATTEMPTS and "answered 500" in dead["error"]
             tries = len(receiver.got)
             receiver.status = 200

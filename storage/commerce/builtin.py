@@ -3,15 +3,19 @@
 "<lower-cased title and category>|<id>" -> id: searched with HSCAN MATCH, so Redis filters),
 `orders` (hash id -> JSON), `cust:<customer>:orders` (sorted set of the customer's order ids,
 newest last). Saving is one MULTI with its event in the outbox, like every tenant record.
+
+Orders (what a customer bought, where it is carried) are stored sealed with the merchant's data
+key (storage/crypto.py); products, the merchant's own catalogue, stay readable so Redis can
+search them. An order stored before sealing existed reads as it was. Once the merchant's keys
+are shredded its orders read as not found (`order` None, `orders_of` leaves them out).
 """
 from __future__ import annotations
 
 import time
 
-import orjson
 import redis.asyncio as aioredis
 
-from storage import outbox
+from storage import crypto, outbox
 from storage.events import Event
 
 from .base import Order, Product, Tracking
@@ -29,6 +33,19 @@ class BuiltinStore:
 
     def _k(self, *parts: str) -> str:
         return f"{self.p}m:{self.m}:" + ":".join(parts)
+
+    @property
+    def ring(self) -> crypto.Keyring:
+        return crypto.keyring(self.r, self.p)
+
+    def _order(self, raw: bytes | None) -> Order | None:
+        """A stored order; None if there is none or the merchant's keys were shredded."""
+        if not raw:
+            return None
+        try:
+            return Order.model_validate_json(self.ring.open(self.m, raw))
+        except crypto.Shredded:
+            return None
 
     def _event(self, pipe, type_: str, payload: dict, customer_id: str = "") -> None:
         outbox.append(pipe, self.p, self.shard, [Event(merchant_id=self.m, type=type_, actor_key="commerce", seq=0,
@@ -53,13 +70,13 @@ class BuiltinStore:
     async def save_order(self, order: Order) -> bool:
         """Create or replace an order; True if new. An order can't change customer."""
         key = self._k("orders")
-        before = await self.r.hget(key, order.order_id)
-        if before and orjson.loads(before)["customer_id"] != order.customer_id:
+        before = self._order(await self.r.hget(key, order.order_id))
+        if before and before.customer_id != order.customer_id:
             from .base import CommerceError
             raise CommerceError(f"customer_id: order {order.order_id} belongs to another customer")
-        score = _order_time(order)
+        score, sealed = _order_time(order), self.ring.seal(self.m, order.model_dump_json().encode())
         async with self.r.pipeline(transaction=True) as pipe:
-            pipe.hset(key, order.order_id, order.model_dump_json())
+            pipe.hset(key, order.order_id, sealed)
             pipe.zadd(self._k("cust", order.customer_id, "orders"), {order.order_id: score})
             self._event(pipe, "commerce.order_saved", {"order_id": order.order_id, "status": order.status,
                                                        "new": before is None}, customer_id=order.customer_id)
@@ -85,15 +102,12 @@ class BuiltinStore:
     async def orders_of(self, customer_id: str, limit: int = 10) -> list[Order]:
         ids = await self.r.zrevrange(self._k("cust", customer_id, "orders"), 0, limit - 1)
         raws = await self.r.hmget(self._k("orders"), ids) if ids else []
-        orders = [Order.model_validate_json(r) for r in raws if r]
-        return [o for o in orders if o.customer_id == customer_id]
+        orders = [self._order(r) for r in raws]
+        return [o for o in orders if o is not None and o.customer_id == customer_id]
 
     async def order(self, customer_id: str, order_id: str) -> Order | None:
-        raw = await self.r.hget(self._k("orders"), order_id)
-        if not raw:
-            return None
-        order = Order.model_validate_json(raw)
-        return order if order.customer_id == customer_id else None   # never another customer's
+        order = self._order(await self.r.hget(self._k("orders"), order_id))
+        return order if order is not None and order.customer_id == customer_id else None   # never another customer's
 
     async def tracking(self, customer_id: str, order_id: str) -> Tracking | None:
         order = await self.order(customer_id, order_id)

@@ -9,6 +9,12 @@ scored by their time in ms) that the gateways' sweepers act on (storage.tickets.
 Every change is one MULTI/EXEC holding the ticket, its indexes, its event (`ticket.*`, to
 ClickHouse through the outbox), its webhook deliveries and the customer's chat notice
 (storage.jobs): none happens without the others. Writes are optimistic (WATCH on the ticket).
+
+A ticket (title, description, fields, comments: what customers and agents wrote) is stored
+sealed with its merchant's data key (storage/crypto.py); the indexes hold only ids, statuses and
+departments. A ticket stored before sealing existed reads as it was. Once the merchant's keys
+are shredded its tickets read as gone: `get` raises NotFound, lists leave them out, their SLA
+deadlines are dropped when due.
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from storage import jobs, outbox, webhooks
+from storage import crypto, jobs, outbox, webhooks
 from storage.events import Event
 from storage.records import NotFound
 
@@ -54,12 +60,31 @@ class TicketStore:
     def _now(self) -> int:
         return int(self.clock() * 1000)
 
-    # -- reading ---------------------------------------------------------------------------------
-    async def get(self, merchant: str, ticket_id: str) -> dict:
-        raw = await self.r.get(self._k(merchant, "ticket", ticket_id))
+    @property
+    def ring(self) -> crypto.Keyring:
+        return crypto.keyring(self.r, self.p)
+
+    def _load(self, merchant: str, ticket_id: str, raw: bytes | None) -> dict:
+        """A stored ticket; NotFound if there is none or its merchant's keys were shredded."""
         if raw is None:
             raise NotFound("ticket", ticket_id)
-        return orjson.loads(raw)
+        try:
+            return orjson.loads(self.ring.open(merchant, raw))
+        except crypto.Shredded:
+            raise NotFound("ticket", ticket_id) from None
+
+    def _loaded(self, merchant: str, ids: list, raws: list) -> list[dict]:
+        out = []
+        for ticket_id, raw in zip(ids, raws):
+            try:
+                out.append(self._load(merchant, ticket_id.decode(), raw))
+            except NotFound:
+                continue
+        return out
+
+    # -- reading ---------------------------------------------------------------------------------
+    async def get(self, merchant: str, ticket_id: str) -> dict:
+        return self._load(merchant, ticket_id, await self.r.get(self._k(merchant, "ticket", ticket_id)))
 
     async def list(self, merchant: str, *, department: str | None = None, customer: str | None = None,
                    status: str | None = None, assignee: str | None = None, limit: int = 50, offset: int = 0) -> dict:
@@ -73,8 +98,9 @@ class TicketStore:
             ids = await self.r.zrevrange(self._k(merchant, "tickets"), 0, 4999)
         tickets = []
         for chunk in range(0, len(ids), 500):
-            raws = await self.r.mget([self._k(merchant, "ticket", i.decode()) for i in ids[chunk:chunk + 500]])
-            tickets.extend(orjson.loads(r) for r in raws if r)
+            part = ids[chunk:chunk + 500]
+            raws = await self.r.mget([self._k(merchant, "ticket", i.decode()) for i in part])
+            tickets.extend(self._loaded(merchant, part, raws))
         tickets = [t for t in tickets if (not status or t["status"] == status) and
                    (assignee is None or t["assignee"] == assignee)]
         return {"items": [summary(t) for t in tickets[offset:offset + limit]], "total": len(tickets)}
@@ -153,10 +179,7 @@ class TicketStore:
             async with self.r.pipeline(transaction=True) as pipe:
                 try:
                     await pipe.watch(key)
-                    raw = await pipe.get(key)
-                    if raw is None:
-                        raise NotFound("ticket", ticket_id)
-                    ticket = orjson.loads(raw)
+                    ticket = self._load(merchant, ticket_id, await pipe.get(key))
                     before, now = dict(ticket), self._now()
                     changes = apply(ticket, now)
                     if not changes:
@@ -177,7 +200,7 @@ class TicketStore:
 
     def _write(self, pipe, ticket: dict, before: dict | None, config: TicketSettings) -> None:
         m, tid = ticket["merchant"], ticket["ticket_id"]
-        pipe.set(self._k(m, "ticket", tid), orjson.dumps(ticket))
+        pipe.set(self._k(m, "ticket", tid), self.ring.seal(m, orjson.dumps(ticket)))
         pipe.zadd(self._k(m, "tickets"), {tid: ticket["created_at"]})
         if ticket["customer_id"]:
             pipe.zadd(self._k(m, "tickets", "cust", ticket["customer_id"]), {tid: ticket["created_at"]})
