@@ -5,7 +5,8 @@
 
 Codes decide what a client does: 400/413/422 fix the request; 401 get a (new) token; 403 the
 role may not; 404 no such record in the caller's merchant (ids of other merchants are simply not
-found — never "forbidden", which would confirm they exist); 409 conflict with existing data.
+found — never "forbidden", which would confirm they exist); 409 conflict with existing data;
+410 `erased`: the merchant's data keys were shredded, its personal data is gone for good.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from pydantic import ValidationError
 from quart import Quart, Response, has_request_context, request, websocket
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
+
+from storage import crypto
 
 
 class ApiError(Exception):
@@ -72,6 +75,11 @@ def install(app: Quart) -> None:
         if getattr(exc, "retry_after_s", None):
             response.headers["Retry-After"] = str(exc.retry_after_s)
         return response
+
+    @app.errorhandler(crypto.Shredded)
+    async def erased(exc: crypto.Shredded) -> Response:
+        # the merchant's data keys were shredded (right to erasure): nothing of it can be read or stored
+        return error_response(410, "erased", f"{exc}: this merchant's personal data was erased")
 
     @app.errorhandler(RequestSchemaValidationError)
     async def invalid_body(exc: RequestSchemaValidationError) -> Response:

@@ -23,8 +23,10 @@ What is sealed
   reads as it is.
 - Event payloads (the outbox, ClickHouse) are sealed field by field (`seal_payload`): values
   under keys that reports and materialized columns read (statuses, timings, scores, ids, kinds —
-  `CLEAR_KEYS`) stay readable; every other value becomes `"pdenc:<version>:<base64>"`. Maps are
-  walked, so `from.kind` stays clear while `from.name` is sealed. Empty strings and nulls stay.
+  `CLEAR_KEYS`, at the top level only) stay readable; every other value becomes
+  `"pdenc:<version>:<base64>"`. Maps are walked, keeping their key names, and inside them only
+  `NESTED_CLEAR_KEYS` stay clear: `from.kind` does, `from.name` and a customer attribute called
+  `status` inside an audit's `changes` do not. Empty strings and nulls stay.
 
 Each process caches the keys it unwrapped; a thread re-reads them every `REFRESH_S` seconds,
 which is how every process learns of a rotation (new data then uses the new version) and of a
@@ -72,6 +74,11 @@ CLEAR_KEYS = frozenset({
     "version", "entries", "replace", "count", "via", "rows", "format", "lang", "intent", "confidence",
     "sentiment", "overflowed", "level", "metric", "value", "threshold", "merchant_id", "to_agent",
 })
+
+
+# Inside a map (`from`, `changes`, `entry`...): what reports read there. Attribute names chosen by
+# merchants land at this depth too, so this list is as short as it can be.
+NESTED_CLEAR_KEYS = frozenset({"kind", "via"})
 
 
 class CryptoError(Exception):
@@ -273,12 +280,18 @@ class Keyring:
             self._refresher.start()
 
     def _refresh_loop(self) -> None:
+        failing = False
         while True:
             time.sleep(REFRESH_S)
             try:
                 self.refresh()
+                if failing:
+                    log.info("keyring refresh works again")
+                failing = False
             except Exception as exc:   # Redis away for a while: keep the cached keys, try again later
-                log.warning("keyring refresh failed: %s", exc)
+                if not failing:        # once per outage, not once a second
+                    log.warning("keyring refresh failed (cached keys kept, retrying): %s", exc)
+                failing = True
 
     # -- whole values ------------------------------------------------------------------------------
     def seal(self, merchant: str, data: bytes) -> bytes:
@@ -340,13 +353,13 @@ class Keyring:
         except Shredded:
             return _erased(payload)
 
-    def _seal_payload(self, merchant: str, payload: dict) -> dict:
+    def _seal_payload(self, merchant: str, payload: dict, clear: frozenset = CLEAR_KEYS) -> dict:
         out = {}
         for key, value in payload.items():
-            if key in CLEAR_KEYS or value is None or value == "":
+            if key in clear or value is None or value == "":
                 out[key] = value
             elif isinstance(value, dict):
-                out[key] = self._seal_payload(merchant, value)
+                out[key] = self._seal_payload(merchant, value, NESTED_CLEAR_KEYS)
             else:
                 out[key] = self.seal_value(merchant, value)
         return out
@@ -440,9 +453,9 @@ class Keyring:
         self._shredded.add(merchant)
 
 
-def _erased(payload: dict) -> dict:
-    return {k: v if k in CLEAR_KEYS or v is None or v == "" else _erased(v) if isinstance(v, dict) else ERASED
-            for k, v in payload.items()}
+def _erased(payload: dict, clear: frozenset = CLEAR_KEYS) -> dict:
+    return {k: v if k in clear or v is None or v == "" else _erased(v, NESTED_CLEAR_KEYS) if isinstance(v, dict)
+            else ERASED for k, v in payload.items()}
 
 
 def _glob(text: str) -> str:

@@ -58,10 +58,13 @@ def test_sealed_values_open_only_for_their_merchant_and_plain_ones_pass_through(
         ring.open("m1", tampered)
     assert ring.open("m1", b'{"written": "before encryption"}') == b'{"written": "before encryption"}'
     payload = {"kind": "text", "content": {"text": "我的快递"}, "from": {"kind": "customer", "name": "张三"},
-               "seq": 3, "response_ms": 1200, "comment": "", "tags": ["vip"]}
+               "seq": 3, "response_ms": 1200, "comment": "", "tags": ["vip"],
+               "changes": {"status": "已婚 married", "via": "ticket T000001"}}
     sealed_payload = ring.seal_payload("m1", payload)
     assert sealed_payload["kind"] == "text" and sealed_payload["seq"] == 3 and sealed_payload["response_ms"] == 1200
     assert sealed_payload["from"]["kind"] == "customer" and sealed_payload["comment"] == ""
+    assert sealed_payload["changes"]["via"] == "ticket T000001"            # how a conversation was read
+    assert sealed_payload["changes"]["status"].startswith("pdenc:")       # a customer attribute called status
     assert all(v.startswith("pdenc:") for v in (sealed_payload["content"]["text"], sealed_payload["from"]["name"],
                                                 sealed_payload["tags"]))
     assert ring.open_payload("m1", sealed_payload) == payload

@@ -20,6 +20,7 @@ import trio
 
 from gateway.client import connect
 from storage import crypto
+from storage.redis_server import start_redis
 from tests.gateway_cluster import Peakdesk
 from tests.test_routing_ws import agent, group, online
 
@@ -40,8 +41,16 @@ SECRETS = (NAME, PHONE, ADDRESS, EMAIL, ASKED, ANSWERED, NOTE, COMMENT, AFTER_RO
 
 
 @pytest.fixture(scope="module")
-def pd(ray_session, redis_server, tmp_path_factory):
-    p = Peakdesk(redis_server.url, tmp_path_factory.mktemp("ear"), NAMESPACE, PREFIX)
+def own_redis(tmp_path_factory):
+    """A Redis of its own: its append-only file then holds this conversation and nothing of other tests."""
+    server = start_redis(tmp_path_factory.mktemp("ear-redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def pd(ray_session, own_redis, tmp_path_factory):
+    p = Peakdesk(own_redis.url, tmp_path_factory.mktemp("ear"), NAMESPACE, PREFIX)
     yield p
     p.stop()
 
@@ -123,11 +132,11 @@ def in_clear(blobs: list[bytes]) -> set[str]:
     return {s for s in SECRETS for b in blobs if s.encode() in b}
 
 
-def test_no_personal_value_is_stored_in_clear_in_redis_its_aof_or_clickhouse(pd, conversation, redis_server):
+def test_no_personal_value_is_stored_in_clear_in_redis_its_aof_or_clickhouse(pd, conversation, own_redis):
     blobs = raw_redis(pd.settings.redis_url)
     assert len(blobs) > 50
     assert in_clear(blobs) == set()
-    aof = [p.read_bytes() for p in Path(redis_server.data_dir).rglob("*.aof*") if p.is_file()]
+    aof = [p.read_bytes() for p in Path(own_redis.data_dir).rglob("*.aof*") if p.is_file()]
     assert aof, "the test Redis keeps an append-only file"
     assert in_clear(aof) == set()
     rows = clickhouse_rows(pd)
