@@ -292,6 +292,17 @@ def test_whatsapp_signed_notifications_are_taken_or_refused(media, doc, info_sta
     run(outcome(wa_connector(media), request, wa_platform(info_status, info, data_status, data), WA_STATUSES))
 
 
+@pytest.mark.parametrize("told", [True, 7, ["image/png"], {"x": 1}, None])
+def test_whatsapp_media_whose_info_names_no_usable_type_keeps_the_notifications(media, told):
+    """Found by the fuzz above: Graph's media info with a mime_type that is not a string crashed
+    the connector; the type the notification named is used instead."""
+    body = wa.encode(wa.notification([wa.message("image", _IMAGE, wamid="w.i", at=NOW)], [], [wa.contact("赵敏")]))
+    request = WebhookRequest("POST", "/hooks/m1/wa", {}, {"x-hub-signature-256": wa.sign(body)}, body)
+    result = run(outcome(wa_connector(media), request,
+                         wa_platform(200, {"url": f"{WA_API}/cdn/f", "mime_type": told}, 200, PNG), WA_STATUSES))
+    assert isinstance(result, WebhookResult) and [m.kind for m in result.inbound] == ["image", "text"]   # + caption
+
+
 @fuzz(100)
 @given(query=st.dictionaries(st.sampled_from(["hub.mode", "hub.verify_token", "hub.challenge"]) | st.text(max_size=10),
                              st.text(max_size=40) | st.sampled_from(["subscribe", wa.VERIFY_TOKEN, "1158201444"])),

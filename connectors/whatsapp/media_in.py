@@ -68,7 +68,8 @@ class MediaFetcher:
                     raise
                 return exc.reason
         _check_digest(item, data, info.get("sha256"))
-        return _mime(info.get("mime_type") or item.ref.mime_type), data
+        told = info.get("mime_type")     # the platform's answer: any JSON, not necessarily a string
+        return _mime(told if isinstance(told, str) and told else item.ref.mime_type), data
 
     async def _store(self, item: Pending, got: tuple[str, bytes] | str) -> Inbound:
         name = _name(item, got[0] if isinstance(got, tuple) else item.ref.mime_type)
