@@ -18,6 +18,7 @@ from storage.tickets import TicketStore, ticket_settings
 from storage.tickets import sla
 from storage.redis_server import free_port
 from tests.api_client import Api, run
+from tests.storage_helpers import opened
 
 SHORT_SLA = {"sla": {"urgent": {"resolve_within_s": 60, "remind_before_s": 20},
                      "high": {"resolve_within_s": 120, "remind_before_s": 30},
@@ -32,10 +33,11 @@ NEW = {"title": "电饭煲内胆破损 Cracked inner pot", "department": "after_
 
 
 async def _events(r, prefix: str) -> list:
+    """The ticket events in the outbox, their payloads opened (stored sealed: storage/crypto.py)."""
     out = []
     for _, fields in await r.xrange(outbox.stream_key(prefix, 0)):
         out.extend(outbox.decode_batch(fields[b"b"]))
-    return [e for e in out if e.type.startswith("ticket.")]
+    return opened([e for e in out if e.type.startswith("ticket.")], r, prefix)
 
 
 async def _jobs(r, prefix: str) -> list[dict]:
