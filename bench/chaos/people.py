@@ -61,6 +61,7 @@ class Peer:
         self.last_seq: dict[str, int] = {}
         self.follow: set[str] = set()            # conversations resumed after a reconnect
         self.pending: dict[str, dict] = {}       # cid -> the msg frame, until acknowledged
+        self.refused: dict[str, float] = {}      # an open's id -> seconds to wait before opening again
         self.acks: dict[str, int] = {}           # cid -> seq
         self.on_frame = lambda frame: None
         self.on_connect = None                   # async () -> None, after each welcome
@@ -173,6 +174,10 @@ class Peer:
                 elif ref in self.follow:
                     self._tasks.start_soon(self._send_later, {"t": "subscribe", "session": ref,
                                                               "after": self.last_seq.get(ref, 0)})
+                elif ref:        # an open: _open tries again, as the widget does
+                    self.refused[ref] = 0.5
+            elif code == "too_many_sessions" and ref:
+                self.refused[ref] = float(frame.get("retry_after_s") or 1)
             elif code == "unknown_session" and ref in self.follow and self.retries.get(ref, 0) < 10:
                 # an agent's `agent` frame names a conversation it accepted before the conversation
                 # took it (AgentActor.on_confirmed): a subscribe that raced ahead is tried again
@@ -270,10 +275,12 @@ async def _open(peer: Peer, st: dict, group: str, track: Tracker, patience: floa
             track.count("open_retries")
         await peer.send({"t": "open", "id": rid, "group": group, "channel": "web"})
         gone = peer.client
-        await peer.until(lambda: rid in st["opened"] or peer.client is not gone,
+        await peer.until(lambda: rid in st["opened"] or peer.client is not gone or rid in peer.refused,
                          max(0.0, deadline - trio.current_time()))
         if rid in st["opened"]:
             return st["opened"][rid]
+        if rid in peer.refused:     # unavailable (Redis away for a moment) or a limit: again after a while
+            await trio.sleep(min(peer.refused.pop(rid), max(0.0, deadline - trio.current_time())))
     return None
 
 
