@@ -76,9 +76,7 @@ class Cluster:
 
         init_ray(self.settings)
         s, cfg = self.settings, self.settings.to_dict()
-        if s.master_key_file is None and not os.environ.get(crypto.MASTER_ENV):
-            s.data_dir.mkdir(parents=True, exist_ok=True)
-            crypto.ensure_master_key_file(s.master_key_path)   # the data dir's own, as `peakdesk up` makes it
+        crypto.ensure_own_master_key(s.master_key_file, s.master_key_path)   # as `peakdesk up` makes it
         crypto.configure_lazily(s.master_key_path)    # this process seals with it too (the demo merchant...)
         t0 = time.monotonic()
         # On a multi-node cluster the writers (embedded chDB is a local directory) and the gateway

@@ -54,10 +54,9 @@ def _ensure_master_key(settings: Settings) -> None:
     """The data dir's master key is made on first start; one given by file or environment is used as it is."""
     from storage import crypto
 
-    if settings.master_key_file is None and not os.environ.get(crypto.MASTER_ENV):
-        if crypto.ensure_master_key_file(settings.master_key_path):
-            print(f"peakdesk: created the master key {settings.master_key_path}: keep a copy apart from backups;"
-                  " without it nothing personal can be read", flush=True)
+    if crypto.ensure_own_master_key(settings.master_key_file, settings.master_key_path):
+        print(f"peakdesk: created the master key {settings.master_key_path}: keep a copy apart from backups;"
+              " without it nothing personal can be read", flush=True)
     crypto.configure(settings.master_key_path)
 
 

@@ -9,8 +9,6 @@ Starts its own Redis under a temporary directory (the keys live there) and a thr
 from __future__ import annotations
 
 import argparse
-import base64
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +16,7 @@ from pathlib import Path
 import msgpack
 import redis
 
+from bench import throwaway_master_key
 from storage import crypto, outbox
 from storage.events import Event
 from storage.redis_server import start_redis
@@ -40,7 +39,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=20000, help="operations per row (bounded: 1..1,000,000)")
     n = max(1, min(ap.parse_args().n, 1_000_000))
-    os.environ.setdefault(crypto.MASTER_ENV, base64.b64encode(os.urandom(32)).decode())
+    throwaway_master_key()
     with tempfile.TemporaryDirectory() as tmp:
         server = start_redis(Path(tmp) / "redis")
         try:

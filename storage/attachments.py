@@ -122,8 +122,6 @@ class LocalAttachmentStore:
                 "size": len(blob)}
         await asyncio.to_thread(self._write, merchant, meta, blob)
 
-    async def get_blob(self, merchant: str, attachment_id: str) -> bytes:
-        return (await self.get(merchant, attachment_id))[1]
 
 
 class SealedAttachmentStore:
@@ -148,9 +146,9 @@ class SealedAttachmentStore:
 
         if not (is_attachment_id(attachment_id) and is_merchant_id(merchant)):
             raise LookupError(f"attachment {attachment_id} not found")
-        blob = await self.inner.get_blob(merchant, attachment_id)
-        if not blob.startswith(crypto.MAGIC):
-            return await self.inner.get(merchant, attachment_id)
+        meta, blob = await self.inner.get(merchant, attachment_id)
+        if not blob.startswith(crypto.MAGIC):     # stored before sealing existed
+            return meta, blob
         try:
             meta, data = msgpack.unpackb(await asyncio.to_thread(self.ring.open, merchant, blob))
         except crypto.Shredded:

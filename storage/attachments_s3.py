@@ -71,9 +71,6 @@ class S3AttachmentStore:
         await asyncio.to_thread(self.client.put_object, Bucket=self.bucket, Key=self.key(merchant, attachment_id),
                                 Body=blob, ContentType="application/octet-stream")
 
-    async def get_blob(self, merchant: str, attachment_id: str) -> bytes:
-        return (await self.get(merchant, attachment_id))[1]
-
     async def get(self, merchant: str, attachment_id: str) -> tuple[dict, bytes]:
         if not (is_attachment_id(attachment_id) and is_merchant_id(merchant)):
             raise LookupError(f"attachment {attachment_id} not found")

@@ -135,6 +135,15 @@ def ensure_master_key_file(path: str | os.PathLike) -> bool:
     return True
 
 
+def ensure_own_master_key(given_file: str | None, path: str | os.PathLike) -> bool:
+    """Create the data dir's master key at `path` unless one is given (PEAKDESK_MASTER_KEY or
+    `given_file`) or it exists; True if created."""
+    if given_file is not None or os.environ.get(MASTER_ENV):
+        return False
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return ensure_master_key_file(path)
+
+
 _masters: list[bytes] | None = None
 _masters_path: str | None = None
 
@@ -173,7 +182,7 @@ class MerchantKeys:
     current: int
     versions: dict[int, AESGCM]
     index: bytes
-    loaded: float
+    raw: dict            # the hash they were unwrapped from: a refresh that finds it unchanged keeps them
 
 
 def _wrap(master: bytes, key: bytes, aad: str) -> bytes:
@@ -223,12 +232,17 @@ class Keyring:
         raw = {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
         if "shredded" in raw:
             raise Shredded(f"merchant {merchant}: its keys were shredded")
+        if "current" not in raw:
+            raise Shredded(f"merchant {merchant}: has no data key")
+        cached = self._keys.get(merchant)
+        if cached is not None and cached.raw == raw:
+            return cached
         versions = {}
         for name, blob in raw.items():
             if name.startswith("v") and name[1:].isdigit():
                 versions[int(name[1:])] = AESGCM(_unwrap(self.masters, blob, f"{merchant}|{name}"))
         index = _unwrap(self.masters, raw["idx"], f"{merchant}|idx")
-        return MerchantKeys(int(raw["current"]), versions, index, time.monotonic())
+        return MerchantKeys(int(raw["current"]), versions, index, raw)
 
     def _fetch(self, merchant: str, create: bool) -> MerchantKeys:
         key = self.hash_key(merchant)
@@ -265,11 +279,16 @@ class Keyring:
         return found
 
     def refresh(self) -> None:
-        """Re-read every cached merchant's keys: picks up rotations, forgets shredded keys."""
+        """Re-read every cached merchant's keys, in one round trip: picks up rotations, forgets
+        shredded keys."""
         self._shredded.clear()
-        for merchant in list(self._keys):
+        merchants = list(self._keys)
+        pipe = self.r.pipeline(transaction=False)
+        for merchant in merchants:
+            pipe.hgetall(self.hash_key(merchant))
+        for merchant, raw in zip(merchants, pipe.execute()):
             try:
-                self._keys[merchant] = self._fetch(merchant, create=False)
+                self._keys[merchant] = self._parse(merchant, raw)
             except Shredded:
                 self._keys.pop(merchant, None)
                 self._shredded.add(merchant)

@@ -42,3 +42,27 @@ def opened_payload(redis_url: str, prefix: str, merchant: str, payload: str) -> 
     from storage import crypto
 
     return crypto.keyring(redis.Redis.from_url(redis_url), prefix).open_payload(merchant, orjson.loads(payload))
+
+
+async def stored_bytes(r, prefix: str) -> dict[bytes, list[bytes]]:
+    """Every key under `prefix` (an asyncio client's Redis) and every byte string it holds, whatever
+    its type: what a raw dump of Redis would show."""
+    found = {}
+    async for key in r.scan_iter(match=f"{prefix}*", count=1000):
+        kind = (await r.type(key)).decode()
+        if kind == "string":
+            values = [await r.get(key)]
+        elif kind == "hash":
+            values = [b for kv in (await r.hgetall(key)).items() for b in kv]
+        elif kind == "stream":
+            values = [b for _, fields in await r.xrange(key) for kv in fields.items() for b in kv]
+        elif kind == "list":
+            values = await r.lrange(key, 0, -1)
+        elif kind == "set":
+            values = list(await r.smembers(key))
+        elif kind == "zset":
+            values = await r.zrange(key, 0, -1)
+        else:
+            values = []
+        found[key] = values
+    return found

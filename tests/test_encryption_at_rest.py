@@ -6,22 +6,25 @@ APIs still show all of it. A data key rotated mid-conversation leaves old and ne
 shredding the merchant's keys makes all of it unreadable for good."""
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import ray
 import redis
+import redis.asyncio as aioredis
 import trio
 
 from gateway.client import connect
 from storage import crypto
 from storage.redis_server import start_redis
 from tests.gateway_cluster import Peakdesk
+from tests.storage_helpers import stored_bytes
+from tests.test_reports_api import get, today_range
 from tests.test_routing_ws import agent, group, online
 
 pytestmark = pytest.mark.timeout(300)
@@ -102,24 +105,13 @@ def conversation(pd):
 
 def raw_redis(url: str) -> list[bytes]:
     """Every key under our prefix and every value, read by type, as raw bytes."""
-    r = redis.Redis.from_url(url)
-    found = []
-    for key in r.scan_iter(match=f"{PREFIX}*", count=1000):
-        kind = r.type(key).decode()
-        found.append(key)
-        if kind == "string":
-            found.append(r.get(key))
-        elif kind == "hash":
-            found += [x for kv in r.hgetall(key).items() for x in kv]
-        elif kind == "list":
-            found += r.lrange(key, 0, -1)
-        elif kind == "set":
-            found += list(r.smembers(key))
-        elif kind == "zset":
-            found += r.zrange(key, 0, -1)
-        elif kind == "stream":
-            found += [x for _, fields in r.xrange(key) for kv in fields.items() for x in kv]
-    return found
+    async def dump():
+        r = aioredis.from_url(url)
+        try:
+            return await stored_bytes(r, PREFIX)
+        finally:
+            await r.aclose()
+    return [b for key, values in asyncio.run(dump()).items() for b in (key, *values)]
 
 
 def clickhouse_rows(pd: Peakdesk) -> list[tuple]:
@@ -168,7 +160,7 @@ def test_the_console_and_the_apis_still_show_everything(pd, conversation):
     assert ticket["description"] == TICKET_NOTE
     transcript = pd.request("GET", f"/api/v1/tickets/{conversation['ticket']}/transcript", None, pd.owner_token)
     assert ours(transcript["items"]) == [ASKED, ANSWERED, NOTE, AFTER_ROTATION]
-    comments = pd.request("GET", "/api/v1/reports/csat_comments?" + today(), None, pd.owner_token)
+    comments = pd.request("GET", "/api/v1/reports/csat_comments?" + today_range(), None, pd.owner_token)
     assert [row[-1] for row in comments["rows"] if row[1] == session] == [COMMENT]
     export = export_jsonl(pd)
     assert ours([json.loads(e["payload"]) for e in export if e["session_id"] == session]) == \
@@ -194,18 +186,10 @@ def ours(items: list[dict]) -> list[str]:
     return [t for t in texts if t in (ASKED, ANSWERED, NOTE, AFTER_ROTATION)]
 
 
-def today() -> str:
-    import datetime as dt
-
-    now = dt.datetime.now(dt.timezone.utc)
-    return f"from={(now - dt.timedelta(days=1)).date()}&to={(now + dt.timedelta(days=2)).date()}&tz=Asia/Shanghai"
-
-
 def export_jsonl(pd: Peakdesk) -> list[dict]:
-    req = urllib.request.Request(f"{pd.http_url}/api/v1/events/export?{today()}&format=jsonl",
-                                 headers={"Authorization": f"Bearer {pd.owner_token}"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return [json.loads(line) for line in resp.read().splitlines()]
+    status, _, body = get(pd, f"/api/v1/events/export?{today_range()}&format=jsonl", pd.owner_token)
+    assert status == 200, body
+    return [json.loads(line) for line in body.splitlines()]
 
 
 def test_shredding_the_merchants_keys_erases_its_personal_data_for_good(pd, conversation):

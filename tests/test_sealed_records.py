@@ -24,7 +24,7 @@ from storage.commerce.base import Order
 from storage.commerce.builtin import BuiltinStore
 from storage.records import NotFound, RecordStore
 from storage.tickets import TicketStore, ticket_settings
-from tests.storage_helpers import run
+from tests.storage_helpers import run, stored_bytes
 
 NAME, PHONE, ADDRESS, EMAIL = "张三 Zhang San", "13800138000", "上海市浦东新区世纪大道100号", "zhangsan@example.com"
 PERSONAL = f"{NAME} {PHONE} {ADDRESS} {EMAIL}"
@@ -32,33 +32,11 @@ NEEDLES = [n.encode() for n in ("张三", "Zhang San", PHONE, "上海市浦东�
 M = "shop-a"
 
 
-async def _raw(r: aioredis.Redis, key: bytes) -> list[bytes]:
-    """Every byte string Redis holds under `key`, whatever its type."""
-    kind = (await r.type(key)).decode()
-    if kind == "string":
-        return [await r.get(key)]
-    if kind == "hash":
-        return [b for kv in (await r.hgetall(key)).items() for b in kv]
-    if kind == "stream":
-        return [b for _, fields in await r.xrange(key) for kv in fields.items() for b in kv]
-    if kind == "list":
-        return await r.lrange(key, 0, -1)
-    if kind == "set":
-        return list(await r.smembers(key))
-    if kind == "zset":
-        return await r.zrange(key, 0, -1)
-    return []
-
-
 async def _leaks(r: aioredis.Redis, prefix: str) -> list[tuple[bytes, bytes]]:
     """(key, needle) for each personal value found in clear in a key's name or its values."""
-    found, keys = [], 0
-    async for key in r.scan_iter(match=f"{prefix}*", count=1000):
-        keys += 1
-        for blob in [key, *await _raw(r, key)]:
-            found += [(key, n) for n in NEEDLES if n in blob]
-    assert keys, "nothing was written"
-    return found
+    stored = await stored_bytes(r, prefix)
+    assert stored, "nothing was written"
+    return [(key, n) for key, values in stored.items() for blob in (key, *values) for n in NEEDLES if n in blob]
 
 
 def _ring(r, prefix: str) -> crypto.Keyring:
